@@ -1,0 +1,1 @@
+"""coord: a Raft-replicated metadata store and cluster coordinator for iSCSI block storage."""

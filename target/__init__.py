@@ -1,0 +1,1 @@
+"""Target-node agent and iSCSI portal (not built yet: see issue 5)."""
