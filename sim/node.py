@@ -1,0 +1,312 @@
+"""A simulated host running one RaftNode: the simulator's driver of the Ready contract.
+
+It does what the daemon's driver does, with simulated parts: writes a Ready to
+the SimDisk, waits a drawn fsync latency before sending what must follow
+persistence, applies committed entries to the KV store, answers clients, and
+compacts the log into snapshots. Crash and pause are modelled here: a crash
+drops everything not durable (SimDisk.crash) and every event scheduled for the
+old incarnation; a pause holds events until resumed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from coord.raft import (
+    Config,
+    EntryKind,
+    Message,
+    NotLeader,
+    ProposalDropped,
+    RaftError,
+    RaftNode,
+    Ready,
+    Role,
+    Snapshot,
+)
+from coord.raft.proposals import Outcome, ProposalTracker, Resolved
+
+from .disk import SimDisk
+from .history import OpKind
+from .kv import CAS, WRITE, KVStore, decode_command, encode_command
+from .workload import ClientReply, ClientRequest
+
+if TYPE_CHECKING:
+    from .world import World
+
+Token = ClientRequest
+
+
+class SimNode:
+    def __init__(self, world: World, nid: int, cfg: Config, rng: random.Random) -> None:
+        self.world = world
+        self.id = nid
+        self.cfg = cfg
+        self.rng = rng
+        self.disk = SimDisk()
+        self.core: RaftNode | None = None
+        self.kv = KVStore()
+        self.alive = False
+        self.paused = False
+        self.incarnation = 0
+        self.rate = 1.0  # local clock speed relative to real time (drift)
+        self.node_class: type[RaftNode] = RaftNode
+        self._held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._persisting: Ready | None = None
+        self.tracker: ProposalTracker[Token] = ProposalTracker()
+        # (client, req) -> (term we led in, request): awaiting a ReadState
+        self._reads: dict[tuple[int, int], tuple[int, ClientRequest]] = {}
+        self._reads_ready: list[tuple[int, ClientRequest]] = []  # (index, request)
+        self._snap_pending: tuple[int, bytes] | None = None  # (index, data) to compact at
+        self.snapshots_installed = 0
+        self.role = Role.FOLLOWER
+        self._term = 0
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        restored = self.disk.recover()
+        self.core = self.node_class(self.cfg, self.rng, restored)
+        self.kv = KVStore()
+        if restored.snapshot is not None:
+            self.kv.restore(restored.snapshot.data)
+        self.tracker = ProposalTracker()
+        self._reads, self._reads_ready, self._snap_pending = {}, [], None
+        self._persisting = None
+        self.role, self._term = Role.FOLLOWER, 0
+        self.alive, self.paused, self._held = True, False, []
+        self.incarnation += 1
+        # A process starts at an arbitrary moment: its ticks are not in phase with others'.
+        self._later(self.rng.randrange(1, self.world.tick_us), self._tick)
+        self.pump()
+
+    def crash(self) -> tuple[int, bool]:
+        self.alive = False
+        self.core = None
+        self.incarnation += 1
+        self._held = []
+        self.role, self._term = Role.FOLLOWER, 0
+        return self.disk.crash(self.rng)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        held, self._held = self._held, []
+        for fn, args in held:
+            if not self.alive or self.paused:
+                break
+            fn(*args)
+        self._schedule_tick()
+
+    # ---- events -------------------------------------------------------------------
+
+    def _later(self, dt: int, fn: Callable[..., None], *args: Any) -> None:
+        self.world.loop.after(dt, self._event, self.incarnation, fn, args)
+
+    def _event(self, inc: int, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if inc != self.incarnation or not self.alive:
+            return
+        if self.paused:
+            if fn != self._tick:  # a paused process misses ticks; it does not queue them
+                self._held.append((fn, args))
+            return
+        self.world.guard(self.id, fn, *args)
+
+    def receive(self, payload: Any) -> None:
+        """Network delivery (already past partitions and loss)."""
+        if not self.alive:
+            return
+        if self.paused:
+            self._held.append((self._dispatch, (payload,)))
+            return
+        self.world.guard(self.id, self._dispatch, payload)
+
+    def _dispatch(self, payload: Any) -> None:
+        if isinstance(payload, ClientRequest):
+            self._on_client(payload)
+        else:
+            self._on_raft(payload)
+
+    def _schedule_tick(self) -> None:
+        self._later(int(self.world.tick_us * self.rate), self._tick)
+
+    def _tick(self) -> None:
+        assert self.core is not None
+        self.core.tick()
+        self.pump()
+        self._schedule_tick()
+
+    def _on_raft(self, m: Message) -> None:
+        assert self.core is not None
+        self.core.step(m)
+        self.pump()
+
+    # ---- the Ready loop -------------------------------------------------------------
+
+    def pump(self) -> None:
+        core = self.core
+        assert core is not None
+        world = self.world
+        while self._persisting is None and core.has_ready():
+            rd = core.ready()
+            world.checker.on_ready(self.id, core, rd)
+            self._note_role()
+            for m in rd.messages:
+                world.send_raft(self.id, m)
+            disk = self.disk
+            if rd.snapshot is not None:
+                disk.write(("snap", rd.snapshot, True))
+            if rd.entries:
+                disk.write(("ents", rd.entries))
+            if rd.hard_state is not None:
+                disk.write(("hs", rd.hard_state))
+            if rd.must_sync:
+                self._persisting = rd
+                self._later(world.draw_fsync_us(), self._fsync_done, rd, len(disk.records))
+                return
+            self._persisted(rd)
+
+    def _fsync_done(self, rd: Ready, upto: int) -> None:
+        self.disk.sync(upto)
+        self._persisted(rd)
+        self.pump()
+
+    def _persisted(self, rd: Ready) -> None:
+        core = self.core
+        assert core is not None
+        world = self.world
+        self._persisting = None
+        for m in rd.persisted_messages:
+            world.send_raft(self.id, m)
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot)
+        for e in rd.committed:
+            world.checker.on_apply(self.id, e)
+            result: Any = None
+            if e.kind is EntryKind.NORMAL:
+                res = self.kv.apply(e.index, e.data)
+                if not res.executed and not res.error:
+                    world.dedup_hits += 1
+                if res.executed:
+                    client, seq, *_ = decode_command(e.data)
+                    world.checker.on_executed(self.id, client, seq, e.index)
+                result = res
+            resolved = self.tracker.applied(e)
+            if resolved is not None:
+                self._answer(resolved, result)
+        for rs in rd.read_states:
+            got = self._reads.pop(rs.context, None)  # type: ignore[call-overload]
+            if got is not None:
+                self._reads_ready.append((rs.index, got[1]))
+        # Proposals and reads made while leading an earlier term (or before we
+        # stepped down) may still commit, or not: unknown; reads just fail.
+        current = core.term if core.role is Role.LEADER else None
+        if len(self.tracker):
+            for r in self.tracker.leadership_lost(keep_term=current):
+                self._answer(r, None)
+        if self._reads:
+            for ctx, (term, req) in list(self._reads.items()):
+                if term != current:
+                    del self._reads[ctx]
+                    self._reply(req, "not_leader", leader=int(core.leader))
+        applied = rd.committed[-1].index if rd.committed else core.log.applied
+        core.advance(rd)
+        self._serve_reads(max(applied, core.log.applied))
+        self._maybe_compact()
+
+    def _note_role(self) -> None:
+        core = self.core
+        assert core is not None
+        if core.role is self.role and core.term == self._term:
+            return
+        if core.role is Role.LEADER:
+            self.world.checker.on_leader(self.id, core)
+        self.role, self._term = core.role, core.term
+        self.world.role_changed(self.id, core.role, core.term)
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        self.kv.restore(snap.data)
+        self.snapshots_installed += 1
+        for r in self.tracker.snapshot_applied(snap.meta.index):
+            self._answer(r, None)
+        self.world.trace(f"n{self.id} installed snapshot at {snap.meta.index}/{snap.meta.term}")
+
+    def _maybe_compact(self) -> None:
+        core = self.core
+        assert core is not None
+        every, keep = self.world.snapshot_every, self.world.snapshot_keep
+        if not every:
+            return
+        applied = core.log.applied
+        if self._snap_pending is None and applied - core.log.offset >= every:
+            # Take the state now; fold the log later, so followers a little
+            # behind still get entries rather than a whole snapshot.
+            self._snap_pending = (applied, self.kv.snapshot())
+        if self._snap_pending is not None and applied >= self._snap_pending[0] + keep:
+            index, data = self._snap_pending
+            self._snap_pending = None
+            if index > core.log.offset:
+                snap = core.compact(index, data)
+                self.disk.compact(snap)
+
+    # ---- clients --------------------------------------------------------------------
+
+    def _on_client(self, req: ClientRequest) -> None:
+        core = self.core
+        assert core is not None
+        try:
+            if req.kind is OpKind.READ:
+                core.read_index((req.client, req.req))
+                self._reads[(req.client, req.req)] = (core.term, req)
+            else:
+                op = WRITE if req.kind is OpKind.WRITE else CAS
+                data = encode_command(req.client, req.seq, op, req.key, req.a, req.b)
+                index = core.propose(data)
+                self.tracker.add(index, core.term, req)
+        except NotLeader as e:
+            self._reply(req, "not_leader", leader=int(e.leader))
+        except ProposalDropped:
+            self._reply(req, "dropped")
+        except RaftError:
+            self._reply(req, "dropped")
+        self.pump()
+
+    def _answer(self, r: Resolved[Token], result: Any) -> None:
+        req = r.token
+        match r.outcome:
+            case Outcome.COMMITTED:
+                if result is not None and result.error:
+                    self._reply(req, result.error)
+                else:
+                    value = result.result if result is not None else None
+                    self._reply(req, "ok", value, log_pos=(int(r.index), int(r.term)))
+            case Outcome.REJECTED:
+                self._reply(req, "rejected")
+            case Outcome.UNKNOWN:
+                self._reply(req, "unknown")
+
+    def _serve_reads(self, applied: int) -> None:
+        if not self._reads_ready:
+            return
+        keep = []
+        for index, req in self._reads_ready:
+            if index <= applied:
+                self._reply(req, "ok", self.kv.get(req.key))
+            else:
+                keep.append((index, req))
+        self._reads_ready = keep
+
+    def _reply(
+        self,
+        req: ClientRequest,
+        status: str,
+        result: Any = None,
+        leader: int = 0,
+        log_pos: tuple[int, int] | None = None,
+    ) -> None:
+        rep = ClientReply(req.client, req.req, status, result, leader, log_pos)
+        self.world.net.send(self.id, req.host, rep)
