@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from coord.raft import Role
 
-from .history import OpKind, Outcome
+from .history import Op, OpKind, Outcome
 from .loop import MS, S
 from .scenario import Scenario, ScenarioRun
 
@@ -55,6 +55,7 @@ def _leader_spans(run: ScenarioRun, nid: int) -> list[tuple[int, int | None, int
 def minority_never_ok(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     """While split, an operation sent only to nodes without a majority cannot succeed."""
     problems, tried = [], 0
+    minority_ops: list[Op] = []
     grace = 100 * MS  # replies already on the wire when the split began
     for start, end, groups in run.splits:
         minority = {n for g in groups if len(g) < _quorum(run) for n in g}
@@ -65,10 +66,16 @@ def minority_never_ok(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
             if op.complete_us is not None and op.complete_us > stop:
                 continue
             tried += 1
+            minority_ops.append(op)
             if op.outcome is Outcome.OK:
                 problems.append(f"minority op succeeded during the split: {op.render()}")
     if not tried:
         problems.append("vacuous: no operation was sent to the minority during a split")
+    outcomes = [op.outcome.value for op in run.world.history.ops if op in minority_ops]
+    run.evidence.append(
+        f"minority-never-ok: {tried} ops sent only to the minority while split: "
+        f"{outcomes.count('ok')} ok, {outcomes.count('fail')} fail, {outcomes.count('info')} info"
+    )
     return problems
 
 
@@ -83,6 +90,8 @@ def majority_elects(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     before = max((t for time, t, _ in run.world.leaders if time < start), default=0)
     for time, term, node in run.world.leaders:
         if start <= time <= start + bound and node in majority and term > before:
+            after_ms = (time - start) / MS
+            run.evidence.append(f"majority-elects: n{node} leads term {term}, {after_ms:.0f}ms in")
             return []
     return [
         f"no leader of a newer term on the majority side {sorted(majority)} within {bound / S:.1f}s"
@@ -106,6 +115,10 @@ def old_leader_steps_down(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]
                 return [
                     f"old leader n{old} (term {term}) stepped down {took}; bound {bound / MS:.0f}ms"
                 ]
+            run.evidence.append(
+                f"old-leader-steps-down: n{old} stopped leading {(e - start) / MS:.0f}ms "
+                f"after the split (bound {bound / MS:.0f}ms)"
+            )
             return []
     return [f"n{old} was not leading when the split began"]
 
@@ -132,6 +145,10 @@ def tail_replaced(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     kept = [i for i, t in sorted(tail.items()) if applied[i][0] == t]
     if kept:
         return [f"entries {kept} that n{old} appended while cut off were applied after all"]
+    run.evidence.append(
+        f"tail-replaced: n{old} appended {min(tail)}..{max(tail)} while cut off; "
+        "newer terms' entries were applied there"
+    )
     return []
 
 
@@ -155,6 +172,9 @@ def stable_leader(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     ]
     if len(oks) < 5:
         problems.append(f"only {len(oks)} writes succeeded after settling")
+    run.evidence.append(
+        f"stable-leader: {len(changes)} leader changes after settling; {len(oks)} writes ok since"
+    )
     return problems
 
 
@@ -170,6 +190,7 @@ def bounded_terms(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     )
     if top > before + limit:
         return [f"terms grew from {before} to {top} (limit +{limit})"]
+    run.evidence.append(f"bounded-terms: term {before} before the fault, at most {top} after")
     return []
 
 
@@ -183,12 +204,14 @@ def no_disruption(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     if after:
         t, term, n = after[0]
         return [f"leader changed after the rejoin: n{n} t{term} at {t / S:.3f}s"]
+    run.evidence.append("no-disruption: no election after the node returned")
     return []
 
 
 @expectation("snapshot-installed")
 def snapshot_installed(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     got = sum(n.snapshots_installed for n in run.world.nodes.values())
+    run.evidence.append(f"snapshot-installed: {got} snapshot(s) installed from a leader")
     return [] if got else ["no node installed a snapshot from a leader"]
 
 
@@ -197,6 +220,9 @@ def retries_deduplicated(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     """Exactly-once was exercised: some retried write was answered from the session table."""
     if run.world.dedup_hits == 0:
         return ["vacuous: no retry reached the session table"]
+    run.evidence.append(
+        f"retries-deduplicated: {run.world.dedup_hits} retries answered from the session table"
+    )
     return []
 
 
@@ -218,6 +244,7 @@ def final_voters(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     if lead is None or lead.core is None:
         return ["no leader at the end"]
     idx, conf = lead.core.log.latest_conf()
+    run.evidence.append(f"final-voters: {list(conf.voters)}, want {list(want)}")
     if conf.voters != want or idx > lead.core.log.committed:
         committed = idx <= lead.core.log.committed
         return [f"voters {list(conf.voters)} (committed: {committed}), want {list(want)}"]
@@ -230,6 +257,7 @@ def progress(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     oks = sum(
         1 for op in run.world.history.ops if op.outcome is Outcome.OK and op.kind is not OpKind.READ
     )
+    run.evidence.append(f"progress: {oks} writes ok (want at least {need})")
     return [] if oks >= need else [f"only {oks} writes succeeded (want {need})"]
 
 

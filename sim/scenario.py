@@ -146,6 +146,7 @@ class ScenarioRun:
     split_logs: list[dict[int, tuple[int, dict[int, int]]]] = field(default_factory=list)
     # per split: node -> its last log index when the split began
     split_last: list[dict[int, int]] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)  # what the expectations saw
     heal_us: int | None = None
     recovered_us: int | None = None  # first ok write after the final heal
 

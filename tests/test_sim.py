@@ -121,7 +121,8 @@ def test_cli_run_text_shows_seed_timeline_and_verdict() -> None:
     out = _cli("run", "isolate-leader", "--seed", "1")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("SEED=1 ")
-    assert "partition isolate" in out.stdout and "leader t" in out.stdout
+    assert "partition isolate" in out.stdout and "leads t" in out.stdout
+    assert "linearizable: yes" in out.stdout and "expected old-leader-steps-down" in out.stdout
     assert "OK: isolate-leader seed=1" in out.stdout
 
 

@@ -53,6 +53,12 @@ _WRITE_INFO = 2  # unknown write: state := a, optional
 _CAS_TRUE = 3  # ok cas that swapped: needs state == a, state := b
 _CAS_FALSE = 4  # ok cas that did not swap: needs state != a
 _CAS_INFO = 5  # unknown cas: optional; only worth placing when state == a (then := b)
+_UNKNOWN = (_WRITE_INFO, _CAS_INFO)
+_CLEAN = object()  # "fresh" marker: the last op placed was not an unknown one
+
+
+def _written(code: int, a: Any, b: Any) -> Any:
+    return b if code == _CAS_INFO else a
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +198,18 @@ def _search(ops: list[Op], budget: int) -> tuple[bool | None, int, str]:
         else:
             ret_of[i] = pos
     bits = [1 << i for i in range(n)]
+    # For unknown ops: is the value they write read or CAS-expected by anyone
+    # here? And which values did an ok CAS find absent? See the model below.
+    observed = {arg_a[i] for i in range(n) if code[i] != _WRITE and code[i] != _WRITE_INFO}
+    seen_val = [
+        code[i] in _UNKNOWN and _written(code[i], arg_a[i], arg_b[i]) in observed for i in range(n)
+    ]
+    false_exp = {arg_a[i] for i in range(n) if code[i] == _CAS_FALSE}
 
     state: Any = None
-    fresh = False
+    fresh: Any = _CLEAN  # after an unknown op took effect: the state it replaced
     lin = 0
-    stack: list[tuple[int, Any, bool]] = []  # (lifted call entry, previous state, fresh)
+    stack: list[tuple[int, Any, Any]] = []  # (lifted call entry, previous state, fresh)
     seen: set[tuple[Any, ...]] = set()
     explored = 0
     # The deepest dead end (then the fewest ops stuck there): what to report.
@@ -235,31 +248,40 @@ def _search(ops: list[Op], budget: int) -> tuple[bool | None, int, str]:
         i = ent_op[x]
         c = code[i]
         a = arg_a[i]
-        # The register model. An unknown op is only placed when it changes the
-        # state: placing it otherwise is no better than leaving it for later.
-        # The *fresh* rule: right after an unknown op wrote a value, a write
-        # would hide it unseen. That branch is covered by placing the write
-        # first and the unknown op never or later (it has no deadline, and
-        # lifting it did not change which other calls are candidates), so it
-        # is skipped; this stops unknown writes from doubling the state space.
+        # The register model, restricted to a normal form of linearizations.
+        # Unknown ops have no deadline and constrain nobody, so any valid order
+        # can be rewritten (shorter, or with unknown ops later) until:
+        # - an unknown op is placed only if it changes the state (else drop it);
+        # - the op right after an unknown op X needs X's effect: it could not
+        #   have run in the state X replaced (``fresh``). A write right after X
+        #   hides X: drop X. An op valid in both states and not changing the
+        #   state (a CAS reporting False) can swap ahead of X. Reads and CASes
+        #   that need X's value, or a False CAS expecting the replaced value,
+        #   are what X is good for;
+        # - so X is placed only if its value is observed by someone, or a
+        #   False CAS expects the current state (static ``seen_val``/``false_exp``).
+        # Swapping ahead is always allowed: X has no return, so it precedes
+        # nothing in real time, and lifting X changed no other op's candidacy.
         if c == _READ:
-            good, new, nfresh = state == a, state, False
+            good, new = state == a, state
         elif c == _WRITE:
-            good, new, nfresh = not fresh, a, False
-        elif c == _WRITE_INFO:
-            good, new, nfresh = not fresh and state != a, a, True
+            good, new = fresh is _CLEAN, a
         elif c == _CAS_TRUE:
-            good, new, nfresh = state == a, arg_b[i], False
+            good, new = state == a, arg_b[i]
         elif c == _CAS_FALSE:
-            good, new, nfresh = state != a, state, False
+            good, new = state != a and (fresh is _CLEAN or fresh == a), state
+        elif c == _WRITE_INFO:
+            good = fresh is _CLEAN and state != a and (seen_val[i] or state in false_exp)
+            new = a
         else:
-            good, new, nfresh = state == a, arg_b[i], True
+            good, new = state == a and (seen_val[i] or a in false_exp), arg_b[i]
         if good:
             nlin = lin | bits[i]
-            # A fresh state allows less than the same non-fresh one: either
-            # having been explored settles it.
-            ck = (nlin, new, True) if nfresh else (nlin, new)
-            if ck not in seen and not (nfresh and (nlin, new) in seen):
+            nfresh = state if c in _UNKNOWN else _CLEAN
+            # A fresh state allows less than the same clean one: either having
+            # been explored settles it.
+            ck = (nlin, new) if nfresh is _CLEAN else (nlin, new, nfresh)
+            if ck not in seen and (nfresh is _CLEAN or (nlin, new) not in seen):
                 explored += 1
                 if explored > budget:
                     return None, budget, f"inconclusive: search budget of {budget} states exhausted"
