@@ -14,6 +14,8 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from coord.raft import (
     Config,
     EntryKind,
@@ -27,10 +29,10 @@ from coord.raft import (
     Snapshot,
 )
 from coord.raft.proposals import Outcome, ProposalTracker, Resolved
+from coord.store import StateMachine, encode
 
 from .disk import SimDisk
 from .history import OpKind
-from .kv import CAS, WRITE, KVStore, decode_command, encode_command
 from .workload import ClientReply, ClientRequest
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ class SimNode:
         self.rng = rng
         self.disk = SimDisk()
         self.core: RaftNode | None = None
-        self.kv = KVStore()
+        self.sm = StateMachine()
         self.alive = False
         self.paused = False
         self.incarnation = 0
@@ -69,9 +71,9 @@ class SimNode:
     def start(self) -> None:
         restored = self.disk.recover()
         self.core = self.node_class(self.cfg, self.rng, restored)
-        self.kv = KVStore()
+        self.sm = StateMachine()
         if restored.snapshot is not None:
-            self.kv.restore(restored.snapshot.data)
+            self.sm.restore(restored.snapshot.data)
         self.tracker = ProposalTracker()
         self._reads, self._reads_ready, self._snap_pending = {}, [], None
         self._persisting = None
@@ -188,13 +190,12 @@ class SimNode:
             world.checker.on_apply(self.id, e)
             result: Any = None
             if e.kind is EntryKind.NORMAL:
-                res = self.kv.apply(e.index, e.data)
-                if not res.executed and not res.error:
-                    world.dedup_hits += 1
-                if res.executed:
-                    client, seq, *_ = decode_command(e.data)
-                    world.checker.on_executed(self.id, client, seq, e.index)
-                result = res
+                result = self.sm.apply(e.index, e.data)
+                if result.get("retried"):
+                    world.dedup_entries.add(e.index)
+                elif "error" not in result:
+                    cmd = msgpack.unpackb(e.data, raw=False)
+                    world.checker.on_executed(self.id, cmd["client"], cmd["seq"], e.index)
             resolved = self.tracker.applied(e)
             if resolved is not None:
                 self._answer(resolved, result)
@@ -229,7 +230,7 @@ class SimNode:
         self.world.role_changed(self.id, core.role, core.term)
 
     def _install_snapshot(self, snap: Snapshot) -> None:
-        self.kv.restore(snap.data)
+        self.sm.restore(snap.data)
         self.snapshots_installed += 1
         for r in self.tracker.snapshot_applied(snap.meta.index):
             self._answer(r, None)
@@ -245,7 +246,7 @@ class SimNode:
         if self._snap_pending is None and applied - core.log.offset >= every:
             # Take the state now; fold the log later, so followers a little
             # behind still get entries rather than a whole snapshot.
-            self._snap_pending = (applied, self.kv.snapshot())
+            self._snap_pending = (applied, self.sm.snapshot())
         if self._snap_pending is not None and applied >= self._snap_pending[0] + keep:
             index, data = self._snap_pending
             self._snap_pending = None
@@ -263,9 +264,7 @@ class SimNode:
                 core.read_index((req.client, req.req))
                 self._reads[(req.client, req.req)] = (core.term, req)
             else:
-                op = WRITE if req.kind is OpKind.WRITE else CAS
-                data = encode_command(req.client, req.seq, op, req.key, req.a, req.b)
-                index = core.propose(data)
+                index = core.propose(self._command(req))
                 self.tracker.add(index, core.term, req)
         except NotLeader as e:
             self._reply(req, "not_leader", leader=int(e.leader))
@@ -275,14 +274,31 @@ class SimNode:
             self._reply(req, "dropped")
         self.pump()
 
+    def _command(self, req: ClientRequest) -> bytes:
+        """The client's operation as a store command, stamped with session and time."""
+        envelope = {"client": req.session, "seq": req.seq, "time_ms": self.world.loop.now // 1000}
+        if req.kind is OpKind.WRITE:
+            return encode({"op": "put", "key": req.key, "value": str(req.a), **envelope})
+        expected = None if req.a is None else str(req.a)
+        return encode(
+            {
+                "op": "txn",
+                "compare": [{"key": req.key, "target": "value", "op": "==", "value": expected}],
+                "success": [{"op": "put", "key": req.key, "value": str(req.b)}],
+                **envelope,
+            }
+        )
+
     def _answer(self, r: Resolved[Token], result: Any) -> None:
         req = r.token
         match r.outcome:
             case Outcome.COMMITTED:
-                if result is not None and result.error:
-                    self._reply(req, result.error)
+                err = result.get("error") if isinstance(result, dict) else None
+                if err is not None:
+                    code = err["code"]
+                    self._reply(req, "expired" if code == "session_expired" else code)
                 else:
-                    value = result.result if result is not None else None
+                    value = result.get("succeeded") if req.kind is OpKind.CAS else None
                     self._reply(req, "ok", value, log_pos=(int(r.index), int(r.term)))
             case Outcome.REJECTED:
                 self._reply(req, "rejected")
@@ -295,7 +311,8 @@ class SimNode:
         keep = []
         for index, req in self._reads_ready:
             if index <= applied:
-                self._reply(req, "ok", self.kv.get(req.key))
+                kv = self.sm.get(req.key)
+                self._reply(req, "ok", None if kv is None else int(kv.value))
             else:
                 keep.append((index, req))
         self._reads_ready = keep

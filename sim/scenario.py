@@ -562,7 +562,7 @@ class Runner:
         w.script_ops[cid] = op
         # Handed over at once (the client sits on the node's host), so a following
         # ``let ... entry = "last-of:..."`` names the entry this write became.
-        w.nodes[nid].receive(ClientRequest(cid, nid, 1, 1, OpKind.WRITE, key, value))
+        w.nodes[nid].receive(ClientRequest(cid, nid, 1, f"s{cid}", 1, OpKind.WRITE, key, value))
 
     def _open_split(self, groups: list[list[int]]) -> None:
         self.run.splits.append((self.w.loop.now, None, groups))

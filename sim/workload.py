@@ -27,6 +27,7 @@ class ClientRequest:
     client: int
     host: int
     req: int  # unique per attempt, so late replies to older attempts are ignored
+    session: str  # the client's session id in the store
     seq: int  # exactly-once sequence number (same across retries of one op)
     kind: OpKind
     key: str
@@ -81,6 +82,8 @@ class Client:
         self._trace = trace
         self.target = host
         self.seq = 0
+        self.epoch = 0  # a new session after the store forgot ours
+        self.reuse_seq = False  # the last write definitely failed: its number is free
         self.req = 0
         self.op: Op | None = None
         self.attempts_left = 0
@@ -119,7 +122,8 @@ class Client:
                 kind, value, a, b = OpKind.CAS, (expected, new), expected, new
             else:
                 kind, value, a = OpKind.WRITE, new, new
-            self.seq += 1
+            if not self.reuse_seq:
+                self.seq += 1
         self.op = self.history.invoke(self.id, kind, key, value, self.loop.now)
         self._trace(f"c{self.id} invoke {self.op.render()}")
         self.attempts_left = p.retry_unknown
@@ -131,7 +135,8 @@ class Client:
         assert op is not None
         self.req += 1
         op.nodes.append(self.target)
-        req = ClientRequest(self.id, self.host, self.req, self.seq, op.kind, op.key, a, b)
+        session = f"c{self.id}.{self.epoch}"
+        req = ClientRequest(self.id, self.host, self.req, session, self.seq, op.kind, op.key, a, b)
         self._send(self.host, self.target, req)
         self.loop.after(self.p.timeout_us, self._timeout, self.req, a, b)
 
@@ -158,6 +163,10 @@ class Client:
             case "not_leader" | "dropped" | "rejected" | "stale" | "expired":
                 if not rep.leader and rep.status == "not_leader":
                     self._pick_other()
+                if rep.status == "expired":
+                    # The store has no session for us (our first write never applied,
+                    # or it forgot us): start a new one.
+                    self.epoch, self.seq = self.epoch + 1, 1
                 if self.any_unknown:
                     # An earlier attempt may have been applied: this one's refusal says nothing.
                     self._retry_or_info(a, b, rep.status)
@@ -186,6 +195,8 @@ class Client:
     def _finish(self, outcome: Outcome, result: Any, why: str = "") -> None:
         op = self.op
         assert op is not None
+        if op.kind is not OpKind.READ:
+            self.reuse_seq = outcome is Outcome.FAIL
         self.history.complete(op, outcome, self.loop.now, result)
         note = f" ({why})" if why else ""
         self._trace(f"c{self.id} {op.render()}{note}")

@@ -101,7 +101,7 @@ class World:
         self.trace_lines: list[str] | None = [] if keep_trace else None
         self.checker = RaftChecker(self._report)
         self.stopped = False
-        self.dedup_hits = 0  # retries answered from the session table
+        self.dedup_entries: set[int] = set()  # log indexes of retries answered from sessions
         self.leader_hooks: list[Callable[[int, int], None]] = []  # called as a node takes office
         self.send_hooks: list[Callable[[int, Message], None]] = []  # a nemesis watching traffic
         self.nodes: dict[int, SimNode] = {}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from hypothesis import event, given, settings
@@ -11,6 +15,8 @@ from hypothesis import strategies as st
 
 from sim.checkers.linearizable import check_history
 from sim.history import Op, OpKind, Outcome
+
+ROOT = Path(__file__).resolve().parent.parent
 
 READ, WRITE, CAS = OpKind.READ, OpKind.WRITE, OpKind.CAS
 OK, FAIL, INFO, PENDING = Outcome.OK, Outcome.FAIL, Outcome.INFO, Outcome.PENDING
@@ -296,6 +302,35 @@ def test_result_does_not_depend_on_input_order() -> None:
         assert check_history(ops) == first
 
 
+def test_result_does_not_depend_on_the_hash_seed() -> None:
+    # String values and keys hash differently under each PYTHONHASHSEED.
+    script = (
+        "import random\n"
+        "from tests.test_linearizable import register_history\n"
+        "from sim.checkers.linearizable import check_history\n"
+        "ops = register_history(random.Random(5), clients=5, n=150, keys=4)\n"
+        "for op in ops:\n"
+        "    op.key = 'key-' + op.key\n"
+        "    if op.kind.value == 'write': op.value = f'v{op.value}'\n"
+        "    if op.kind.value == 'read' and op.result is not None: op.result = f'v{op.result}'\n"
+        "    if op.kind.value == 'cas':\n"
+        "        e, n = op.value\n"
+        "        op.value = (None if e is None else f'v{e}', f'v{n}')\n"
+        "ops[100].result = 'forged' if ops[100].kind.value == 'read' else ops[100].result\n"
+        "print(check_history(ops))\n"
+    )
+    outs = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        outs.add(run.stdout)
+    assert len(outs) == 1
+    assert "linearizable=" in outs.pop()
+
+
 def test_budget_exhausted_is_inconclusive_not_a_violation() -> None:
     # Ten concurrent writes then a read of a value nobody wrote: proving that
     # takes many orderings of the writes.
@@ -406,19 +441,19 @@ def register_history(
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(0, 2**32), st.integers(1, 6), st.integers(1, 40))
-def test_real_register_is_linearizable(seed: int, clients: int, n: int) -> None:
-    ops = register_history(random.Random(seed), clients, n, keys=2)
+@given(st.randoms(use_true_random=False), st.integers(1, 6), st.integers(1, 40))
+def test_real_register_is_linearizable(rng: random.Random, clients: int, n: int) -> None:
+    ops = register_history(rng, clients, n, keys=2)
     res = check_history(ops)
     assert res.linearizable is True, [k.detail for k in res.keys]
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 2**32), st.integers(1, 6), st.integers(1, 40), st.data())
+@given(st.randoms(use_true_random=False), st.integers(1, 6), st.integers(1, 40), st.data())
 def test_real_register_with_a_forged_read(
-    seed: int, clients: int, n: int, data: st.DataObject
+    rng: random.Random, clients: int, n: int, data: st.DataObject
 ) -> None:
-    ops = register_history(random.Random(seed), clients, n)
+    ops = register_history(rng, clients, n)
     reads = [op for op in ops if op.kind is READ and op.outcome is OK]
     if not reads:
         return

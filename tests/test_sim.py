@@ -14,7 +14,6 @@ import pytest
 from coord.raft import Entry, HardState, Index, Term
 from sim.disk import CorruptLog, SimDisk
 from sim.explore import swarm_scenario
-from sim.kv import KVStore, encode_command
 from sim.run import run_scenario
 from sim.scenario import catalogue, load
 
@@ -180,25 +179,3 @@ def test_disk_refuses_corruption_in_the_middle() -> None:
     disk.write(("hs", HardState(Term(1))))
     with pytest.raises(CorruptLog):
         disk.recover()
-
-
-def test_kv_exactly_once() -> None:
-    kv = KVStore()
-    w = encode_command(7, 1, "w", "k", 10)
-    assert kv.apply(1, w).executed
-    again = kv.apply(2, w)  # the retry of an unknown write
-    assert not again.executed and not again.error and kv.get("k") == 10
-    cas = encode_command(7, 2, "c", "k", 10, 11)
-    assert kv.apply(3, cas).result is True
-    assert kv.apply(4, cas).result is True and not kv.apply(4, cas).executed  # original result
-    assert kv.apply(5, w).error == "stale"  # a late duplicate of an older command
-    restored = KVStore()
-    restored.restore(kv.snapshot())
-    assert restored.get("k") == 11 and not restored.apply(6, cas).executed
-
-
-def test_kv_session_table_is_bounded() -> None:
-    kv = KVStore(max_sessions=3)
-    for c in range(10):
-        kv.apply(c, encode_command(c, 1, "w", "k", c))
-    assert sorted(kv.sessions) == [7, 8, 9]

@@ -29,11 +29,18 @@ or never: they get a call entry but no return entry (return at +infinity), and
 the search succeeds as soon as every ``ok`` operation has been linearized. An
 unknown read observes nothing and changes nothing, so it is dropped.
 
-Unknown writes are what makes the search explode (each one doubles the states
-it is concurrent with), so two sound reductions tame them; see ``_keep`` and the
-*fresh* rule in ``_search``. Both only remove ways of *not* finding a violation
-that have an equivalent alternative, which the tests check against a real
-atomic register.
+Unknown writes are what make the search explode: with no deadline, each one
+can be placed at every step, doubling the states around it. Two reductions
+keep it tractable, each removing only linearizations for which an equivalent
+one remains (the arguments are at the code; the tests hold the checker to a
+brute-force oracle and to a real register):
+
+- ``_keep`` drops unknown writes that nobody could have noticed;
+- ``_search`` explores a normal form only: an unknown op is placed only where
+  it changes the state and the very next op needs that change (*fresh* rule).
+
+Verdicts are per key: True, False (with the deepest dead end as explanation)
+or None when ``budget_per_key`` new states did not settle it.
 """
 
 from __future__ import annotations
@@ -191,10 +198,12 @@ def _search(ops: list[Op], budget: int) -> tuple[bool | None, int, str]:
     ent_op = [0] * (e_count + 1)
     is_call = [False] * (e_count + 1)
     ret_of = [0] * n  # op index -> its return entry, 0 if none
+    call_of = [0] * n  # op index -> its call entry
     for pos, (_, kind, i) in enumerate(events, start=1):
         ent_op[pos] = i
         if kind == 0:
             is_call[pos] = True
+            call_of[i] = pos
         else:
             ret_of[i] = pos
     bits = [1 << i for i in range(n)]
@@ -224,9 +233,10 @@ def _search(ops: list[Op], budget: int) -> tuple[bool | None, int, str]:
             # An ok op's return (x) was reached before it could be placed.
             depth = len(stack)
             if depth >= best_depth:
-                stuck = [ent_op[y] for y in _walk(nxt, x) if is_call[y]]
-                if x:
-                    stuck.insert(0, ent_op[x])
+                # The op out of time, then its rivals: the calls still open.
+                own = call_of[ent_op[x]] if x else 0
+                stuck = [ent_op[x]] if x else []
+                stuck += [ent_op[y] for y in _walk(nxt, x) if is_call[y] and y != own]
                 if depth > best_depth or len(stuck) < len(best_stuck):
                     best_depth, best_stuck, best_state = depth, stuck, state
                     best_prefix = [ent_op[s[0]] for s in stack]
