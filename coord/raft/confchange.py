@@ -87,7 +87,7 @@ def decode(data: bytes) -> tuple[ConfState, ConfChange]:
     return conf, ConfChange(ChangeType(kind), NodeId(node), bytes(context))
 
 
-def bootstrap(voters: list[int] | tuple[int, ...]) -> tuple[Entry, HardState]:
+def bootstrap(voters: list[int] | tuple[int, ...], context: bytes = b"") -> tuple[Entry, HardState]:
     """The first entry and hard state of a brand-new cluster (every founder writes the same).
 
     The initial configuration is an ordinary CONFIG entry at index 1, committed
@@ -101,6 +101,6 @@ def bootstrap(voters: list[int] | tuple[int, ...]) -> tuple[Entry, HardState]:
         Index(1),
         Term(1),
         EntryKind.CONFIG,
-        encode(conf, ConfChange(ChangeType.BOOTSTRAP, NodeId(0))),
+        encode(conf, ConfChange(ChangeType.BOOTSTRAP, NodeId(0), context)),
     )
     return entry, HardState(term=Term(1), vote=NodeId(0), commit=Index(1))

@@ -64,6 +64,8 @@ class StateMachine:
         self.leases: dict[int, tuple[int, set[str]]] = {}  # id -> (ttl seconds, keys)
         self.sessions = sess.Sessions()
         self.applied_index = 0
+        # member id -> {"peer": addr, "api": addr}: kept by the daemon, carried in snapshots
+        self.members: dict[int, dict[str, str]] = {}
         # Called with the events of each applied change (the daemon feeds watches).
         self.on_events: Callable[[list[Event]], None] | None = None
         # Called with (lease id, ttl) when granted and (id, None) when revoked.
@@ -302,6 +304,7 @@ class StateMachine:
             "history": [_event_row(e) for e in kv.history],
             "leases": [[i, ttl, sorted(keys)] for i, (ttl, keys) in sorted(self.leases.items())],
             "sessions": self.sessions.dump(),
+            "members": [[i, m] for i, m in sorted(self.members.items())],
         }
         data: bytes = msgpack.packb(doc, use_bin_type=True)
         return data
@@ -317,6 +320,7 @@ class StateMachine:
         self.leases = {i: (ttl, set(keys)) for i, ttl, keys in doc["leases"]}
         self.sessions.load(doc["sessions"])
         self.applied_index = doc["applied"]
+        self.members = {int(i): dict(m) for i, m in doc.get("members", [])}
 
 
 def _kv_row(kv: KeyValue | None) -> list[Any] | None:

@@ -1,0 +1,666 @@
+"""The HTTP/JSON API (aiohttp). Keys and values are strings.
+
+Every failure is a JSON body ``{"error": {"code", "message", ...}}`` with a
+4xx/5xx status; bad input of any kind gets a 4xx, never a 500, and the node
+keeps serving. Writes and linearizable reads need the leader: a follower
+forwards them to it (once: a forwarded request is never forwarded again) and
+relays the answer. If it cannot, it answers 421 ``not_leader`` with the
+leader's API address in ``error.leader.api`` when it knows one, and 504
+``unknown_outcome`` if the link broke after the request had gone out.
+Serializable reads (``?consistency=serializable``) are answered by any node
+from its own state, stamped with the revision they reflect.
+
+Writes with ``X-Coord-Client`` (a session name) and ``X-Coord-Seq`` (1, 2, ...)
+are applied at most once: a retry of a write whose outcome was unknown
+returns the original result (``"retried": true``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from coord.raft import ChangeType
+from coord.store import Compacted, KeyValue
+from coord.store.machine import COMPARE_OPS, COMPARE_TARGETS
+
+from . import metrics, openapi
+from .config import Member, NodeConfig, parse_addr
+from .node import Node, NodeError, NotLeaderError
+from .watch import render, watch
+
+log = logging.getLogger("coord.api")
+
+NODE = web.AppKey("node", Node)
+CONFIG = web.AppKey("config", NodeConfig)
+
+LOCKS = "coord/locks/"
+ELECTIONS = "coord/elections/"
+
+
+class BadRequest(NodeError):
+    code = "bad_request"
+    status = 400
+
+
+class NotFound(NodeError):
+    code = "not_found"
+    status = 404
+
+
+class PreconditionFailed(NodeError):
+    code = "precondition_failed"
+    status = 412
+
+
+class Gone(NodeError):
+    code = "compacted"
+    status = 410
+
+
+class RequestTimeout(NodeError):
+    code = "timeout"
+    status = 408
+
+
+STATUS = {
+    "precondition_failed": 412,
+    "lease_not_found": 404,
+    "bad_request": 400,
+    "session_expired": 409,
+    "stale": 409,
+}
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+FORWARDED = "X-Coord-Forwarded"
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except NotLeaderError as e:
+        leader = e.extra.get("leader")
+        if leader is None or request.headers.get(FORWARDED):
+            return web.json_response(e.body(), status=e.status)
+        return await _forward(request, leader["api"])
+    except NodeError as e:
+        return web.json_response(e.body(), status=e.status)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CONFIG].max_body_bytes
+        return _error(413, "too_large", f"request body over {limit} bytes", limit=limit)
+    except web.HTTPException as e:
+        if e.status >= 400:
+            code = {404: "not_found", 405: "method_not_allowed"}.get(e.status, "bad_request")
+            return _error(e.status, code, e.reason)
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return _error(500, "internal", "unexpected server error (logged)")
+
+
+async def _forward(request: web.Request, leader_api: str) -> web.Response:
+    """Relay a request to the leader and its answer back."""
+    body = await request.read()
+    headers = {FORWARDED: str(request.app[NODE].id)}
+    for h in ("Content-Type", "X-Coord-Client", "X-Coord-Seq"):
+        if h in request.headers:
+            headers[h] = request.headers[h]
+    timeout = aiohttp.ClientTimeout(total=request.app[CONFIG].request_timeout_s + 2)
+    url = f"http://{leader_api}{request.path_qs}"
+    try:
+        async with request.app[HTTP].request(
+            request.method, url, data=body, headers=headers, timeout=timeout
+        ) as r:
+            payload = await r.read()
+            return web.Response(status=r.status, body=payload, content_type=r.content_type)
+    except aiohttp.ClientConnectorError as e:
+        # Never connected: the request certainly did not reach the leader.
+        return _error(503, "unavailable", f"leader at {leader_api} unreachable: {e}")
+    except (aiohttp.ClientError, TimeoutError) as e:
+        return _error(
+            504, "unknown_outcome", f"link to the leader broke mid-request ({type(e).__name__})"
+        )
+
+
+# ---- request parsing -----------------------------------------------------------------------
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"malformed JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise BadRequest("the body must be a JSON object")
+    return doc
+
+
+def _string(doc: dict[str, Any], name: str, limit: int, required: bool = True) -> str | None:
+    v = doc.get(name)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str):
+        raise BadRequest(f"{name!r} must be a string")
+    if len(v.encode()) > limit:
+        raise BadRequest(f"{name!r} is longer than {limit} bytes", limit=limit)
+    return v
+
+
+def _integer(
+    doc: dict[str, Any], name: str, required: bool = False, minimum: int = 0
+) -> int | None:
+    v = doc.get(name)
+    if v is None and not required:
+        return None
+    if type(v) is not int or v < minimum or v >= 1 << 63:
+        raise BadRequest(f"{name!r} must be an integer >= {minimum}")
+    return v
+
+
+def _key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    limit = request.app[CONFIG].max_key_bytes
+    if not key or len(key.encode()) > limit:
+        raise BadRequest(f"keys are 1 to {limit} bytes")
+    return key
+
+
+def _query_int(request: web.Request, name: str, default: int = 0) -> int:
+    v = request.query.get(name)
+    if v is None:
+        return default
+    if not v.isdigit():
+        raise BadRequest(f"query parameter {name!r} must be a non-negative integer")
+    return int(v)
+
+
+def _session(request: web.Request, cmd: dict[str, Any]) -> dict[str, Any]:
+    client = request.headers.get("X-Coord-Client")
+    seq = request.headers.get("X-Coord-Seq")
+    if client is None and seq is None:
+        return cmd
+    if not client or len(client) > 128 or seq is None or not seq.isdigit() or int(seq) < 1:
+        raise BadRequest("X-Coord-Client (1-128 chars) and X-Coord-Seq (>= 1) go together")
+    return {**cmd, "client": client, "seq": int(seq)}
+
+
+def _raise_for(result: dict[str, Any]) -> dict[str, Any]:
+    err = result.get("error")
+    if err is not None:
+        extra = {k: v for k, v in err.items() if k not in ("code", "message")}
+        raise NodeError(
+            err["message"], code=err["code"], status=STATUS.get(err["code"], 400), **extra
+        )
+    return result
+
+
+async def _read(request: web.Request) -> Node:
+    """Linearizable by default (ReadIndex); ``?consistency=serializable`` reads locally."""
+    node = request.app[NODE]
+    consistency = request.query.get("consistency", "linearizable")
+    if consistency == "linearizable":
+        await node.read_barrier()
+    elif consistency != "serializable":
+        raise BadRequest("consistency is 'linearizable' or 'serializable'")
+    return node
+
+
+# ---- keys ----------------------------------------------------------------------------------
+
+
+async def kv_put(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    doc = await _body(request)
+    cmd: dict[str, Any] = {
+        "op": "put",
+        "key": _key(request),
+        "value": _string(doc, "value", cfg.max_value_bytes),
+    }
+    lease = _integer(doc, "lease")
+    if lease:
+        cmd["lease"] = lease
+    prev = _integer(doc, "prev_revision")
+    if prev is not None:
+        cmd["prev_revision"] = prev
+    result = _raise_for(await request.app[NODE].propose(_session(request, cmd)))
+    return web.json_response(result)
+
+
+async def kv_get(request: web.Request) -> web.Response:
+    key = _key(request)
+    node = await _read(request)
+    kv = node.sm.get(key)
+    if kv is None:
+        raise NotFound(f"no key {key!r}", revision=node.sm.kv.revision)
+    return web.json_response({**kv.to_dict(), "revision": node.sm.kv.revision})
+
+
+async def kv_delete(request: web.Request) -> web.Response:
+    cmd = _session(request, {"op": "delete", "key": _key(request)})
+    return web.json_response(_raise_for(await request.app[NODE].propose(cmd)))
+
+
+async def kv_range(request: web.Request) -> web.Response:
+    prefix = request.query.get("prefix", "")
+    limit = _query_int(request, "limit")
+    node = await _read(request)
+    items = [kv.to_dict() for kv in node.sm.range(prefix, limit)]
+    return web.json_response({"revision": node.sm.kv.revision, "items": items})
+
+
+async def kv_delete_prefix(request: web.Request) -> web.Response:
+    prefix = request.query.get("prefix")
+    if prefix is None:
+        raise BadRequest("DELETE /v1/kv needs ?prefix= (use an empty value for everything)")
+    cmd = _session(request, {"op": "delete", "prefix": prefix})
+    return web.json_response(_raise_for(await request.app[NODE].propose(cmd)))
+
+
+def _txn_op(cfg: NodeConfig, o: Any) -> dict[str, Any]:
+    if not isinstance(o, dict):
+        raise BadRequest("transaction operations are objects")
+    op = o.get("op")
+    if op == "put":
+        out: dict[str, Any] = {
+            "op": "put",
+            "key": _string(o, "key", cfg.max_key_bytes),
+            "value": _string(o, "value", cfg.max_value_bytes),
+        }
+        lease = _integer(o, "lease")
+        if lease:
+            out["lease"] = lease
+        return out
+    if op in ("delete", "get"):
+        return {"op": op, "key": _string(o, "key", cfg.max_key_bytes)}
+    if op == "range":
+        return {"op": "range", "prefix": _string(o, "prefix", cfg.max_key_bytes)}
+    raise BadRequest(f"unknown transaction operation {op!r} (put, delete, get, range)")
+
+
+def _compare(cfg: NodeConfig, c: Any) -> dict[str, Any]:
+    if not isinstance(c, dict):
+        raise BadRequest("comparisons are objects")
+    target = c.get("target", "value")
+    op = c.get("op", "==")
+    if target not in COMPARE_TARGETS:
+        raise BadRequest(f"compare target is one of {sorted(COMPARE_TARGETS)}")
+    if op not in COMPARE_OPS:
+        raise BadRequest(f"compare op is one of {sorted(COMPARE_OPS)}")
+    value = c.get("value")
+    if target == "value":
+        if value is not None and not isinstance(value, str):
+            raise BadRequest("a value comparison compares with a string (or null: absent)")
+    elif type(value) is not int:
+        raise BadRequest(f"a {target} comparison compares with an integer")
+    return {"key": _string(c, "key", cfg.max_key_bytes), "target": target, "op": op, "value": value}
+
+
+async def txn(request: web.Request) -> web.Response:
+    cfg = request.app[CONFIG]
+    doc = await _body(request)
+    parts: dict[str, list[Any]] = {}
+    for name in ("compare", "success", "failure"):
+        v = doc.get(name, [])
+        if not isinstance(v, list) or len(v) > 128:
+            raise BadRequest(f"{name!r} must be a list of at most 128 items")
+        parts[name] = v
+    cmd = {
+        "op": "txn",
+        "compare": [_compare(cfg, c) for c in parts["compare"]],
+        "success": [_txn_op(cfg, o) for o in parts["success"]],
+        "failure": [_txn_op(cfg, o) for o in parts["failure"]],
+    }
+    return web.json_response(_raise_for(await request.app[NODE].propose(_session(request, cmd))))
+
+
+# ---- watches -------------------------------------------------------------------------------
+
+
+async def watch_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one ``data:`` line per change, then progress notes."""
+    node = request.app[NODE]
+    prefix = request.query.get("prefix", "")
+    start = _query_int(request, "start_revision")
+    progress_ms = _query_int(request, "progress_ms", 5000) or 5000
+    kv = node.sm.kv
+    if start and kv.compact_revision and start <= kv.compact_revision:
+        raise Gone(
+            f"revision {start} is compacted; re-list, then watch from the list's revision + 1",
+            compact_revision=kv.compact_revision,
+        )
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await resp.prepare(request)
+    try:
+        async for item in watch(node, prefix, start, progress_ms / 1000):
+            payload = json.dumps(render(item), separators=(",", ":"))
+            await resp.write(f"event: {item.kind}\ndata: {payload}\n\n".encode())
+    except Compacted as e:  # compacted between the check above and the first read
+        payload = json.dumps(
+            {
+                "type": "error",
+                "error": {"code": "compacted", "compact_revision": e.compact_revision},
+            }
+        )
+        await resp.write(f"event: error\ndata: {payload}\n\n".encode())
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return resp
+
+
+# ---- leases, locks, elections ---------------------------------------------------------------
+
+
+async def lease_grant(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    ttl = _integer(doc, "ttl", required=True, minimum=1)
+    cmd = {"op": "lease_grant", "ttl": ttl, "id": _integer(doc, "id") or 0}
+    return web.json_response(_raise_for(await request.app[NODE].propose(_session(request, cmd))))
+
+
+def _lease_id(request: web.Request) -> int:
+    v = request.match_info["id"]
+    if not v.isdigit() or int(v) < 1:
+        raise BadRequest("lease ids are positive integers")
+    return int(v)
+
+
+async def lease_keepalive(request: web.Request) -> web.Response:
+    lease_id = _lease_id(request)
+    ttl = await request.app[NODE].lease_keepalive(lease_id)
+    return web.json_response({"id": lease_id, "ttl": ttl})
+
+
+async def lease_revoke(request: web.Request) -> web.Response:
+    cmd = _session(request, {"op": "lease_revoke", "id": _lease_id(request)})
+    return web.json_response(_raise_for(await request.app[NODE].propose(cmd)))
+
+
+async def lease_list(request: web.Request) -> web.Response:
+    node = await _read(request)
+    items = [
+        {"id": i, "ttl": ttl, "keys": len(keys), "remaining": node.lease_remaining(i)}
+        for i, (ttl, keys) in sorted(node.sm.leases.items())
+    ]
+    return web.json_response({"revision": node.sm.kv.revision, "leases": items})
+
+
+def _owners(node: Node, prefix: str) -> list[KeyValue]:
+    return sorted(node.sm.range(prefix), key=lambda kv: kv.create_revision)
+
+
+async def _queue_for(request: web.Request, prefix: str, lease: int, value: str) -> tuple[Node, str]:
+    """Join the queue under ``prefix`` with a key bound to ``lease`` (idempotent)."""
+    node = request.app[NODE]
+    key = f"{prefix}{lease:016x}"
+    cmd = {
+        "op": "txn",
+        "compare": [{"key": key, "target": "create_revision", "op": "==", "value": 0}],
+        "success": [{"op": "put", "key": key, "value": value, "lease": lease}],
+        "failure": [{"op": "get", "key": key}],
+    }
+    _raise_for(await node.propose(cmd))
+    return node, key
+
+
+async def _wait_first(node: Node, prefix: str, key: str, timeout: float) -> KeyValue:
+    """Wait until ``key`` has the lowest create revision under ``prefix`` (it holds the lock)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await node.read_barrier()
+        owners = _owners(node, prefix)
+        mine = next((kv for kv in owners if kv.key == key), None)
+        if mine is None:
+            raise PreconditionFailed("our queue key is gone (its lease expired or was revoked)")
+        if owners[0].key == key:
+            return mine
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RequestTimeout(f"still queued as {key} after {timeout}s")
+        # Sleep until something under the prefix changes (or a second passes).
+        nudge = _Nudge(prefix)
+        node.watchers.append(nudge)
+        try:
+            await asyncio.wait_for(nudge.changed.wait(), min(remaining, 1.0))
+        except TimeoutError:
+            pass
+        finally:
+            node.watchers.remove(nudge)
+
+
+class _Nudge:
+    """A watcher that only notices that something under a prefix changed."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.changed = asyncio.Event()
+
+    def offer(self, events: list[Any]) -> None:
+        if any(ev.key.startswith(self.prefix) for ev in events):
+            self.changed.set()
+
+
+async def lock_acquire(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    doc = await _body(request)
+    lease = _integer(doc, "lease", required=True, minimum=1)
+    assert lease is not None
+    raw_timeout = doc.get("timeout", 30)
+    if (
+        not isinstance(raw_timeout, int | float)
+        or isinstance(raw_timeout, bool)
+        or not 0 < raw_timeout <= 3600
+    ):
+        raise BadRequest("'timeout' is a number of seconds, up to 3600")
+    timeout = float(raw_timeout)
+    prefix = f"{LOCKS}{name}/"
+    node, key = await _queue_for(request, prefix, lease, "")
+    mine = await _wait_first(node, prefix, key, timeout)
+    # The fencing token: the create revision of our key. It only ever grows for a
+    # given lock, so storage that saw a larger one can refuse the older holder.
+    return web.json_response({"key": key, "revision": mine.create_revision, "lease": lease})
+
+
+async def lock_release(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    key = request.query.get("key", "")
+    if not key.startswith(f"{LOCKS}{name}/"):
+        raise BadRequest(f"?key= must be the key returned when acquiring lock {name!r}")
+    return web.json_response(
+        _raise_for(await request.app[NODE].propose({"op": "delete", "key": key}))
+    )
+
+
+async def election_campaign(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    cfg = request.app[CONFIG]
+    doc = await _body(request)
+    lease = _integer(doc, "lease", required=True, minimum=1)
+    assert lease is not None
+    value = _string(doc, "value", cfg.max_value_bytes) or ""
+    prefix = f"{ELECTIONS}{name}/"
+    node, key = await _queue_for(request, prefix, lease, value)
+    mine = await _wait_first(node, prefix, key, 30.0)
+    return web.json_response({"key": key, "revision": mine.create_revision, "value": mine.value})
+
+
+async def election_leader(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    node = await _read(request)
+    owners = _owners(node, f"{ELECTIONS}{name}/")
+    if not owners:
+        raise NotFound(f"election {name!r} has no leader")
+    first = owners[0]
+    return web.json_response(
+        {"key": first.key, "revision": first.create_revision, "value": first.value}
+    )
+
+
+async def election_resign(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    doc = await _body(request)
+    key = _string(doc, "key", request.app[CONFIG].max_key_bytes) or ""
+    if not key.startswith(f"{ELECTIONS}{name}/"):
+        raise BadRequest(f"'key' must be the key returned by the campaign in {name!r}")
+    return web.json_response(
+        _raise_for(await request.app[NODE].propose({"op": "delete", "key": key}))
+    )
+
+
+# ---- cluster -------------------------------------------------------------------------------
+
+
+async def cluster(request: web.Request) -> web.Response:
+    return web.json_response(request.app[NODE].status())
+
+
+async def member_add(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    nid = _integer(doc, "id", required=True, minimum=1)
+    assert nid is not None
+    try:
+        member = Member(
+            nid,
+            parse_addr(_string(doc, "peer", 256) or "", "peer"),
+            parse_addr(_string(doc, "api", 256) or "", "api"),
+        )
+    except ValueError as e:
+        raise BadRequest(str(e)) from e
+    kind = ChangeType.ADD_VOTER if doc.get("voter") is True else ChangeType.ADD_LEARNER
+    result = await request.app[NODE].change_membership(kind, nid, member)
+    return web.json_response({"id": nid, "learner": kind is ChangeType.ADD_LEARNER, **result})
+
+
+def _member_id(request: web.Request) -> int:
+    v = request.match_info["id"]
+    if not v.isdigit():
+        raise BadRequest("member ids are positive integers")
+    return int(v)
+
+
+async def member_promote(request: web.Request) -> web.Response:
+    nid = _member_id(request)
+    result = await request.app[NODE].change_membership(ChangeType.PROMOTE, nid, None)
+    return web.json_response({"id": nid, **result})
+
+
+async def member_remove(request: web.Request) -> web.Response:
+    nid = _member_id(request)
+    result = await request.app[NODE].change_membership(ChangeType.REMOVE, nid, None)
+    return web.json_response({"id": nid, **result})
+
+
+async def transfer(request: web.Request) -> web.Response:
+    doc = await _body(request)
+    to = _integer(doc, "to", required=True, minimum=1)
+    assert to is not None
+    node = request.app[NODE]
+    await node.transfer_leadership(to)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        if node.core is not None and int(node.core.leader) == to:
+            return web.json_response({"leader": to})
+    raise RequestTimeout(f"node {to} did not take over within 3s")
+
+
+async def snapshot_take(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].snapshot_now())
+
+
+async def snapshot_download(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    data = node.sm.snapshot()
+    headers = {
+        "X-Coord-Revision": str(node.sm.kv.revision),
+        "X-Coord-Index": str(node.sm.applied_index),
+    }
+    return web.Response(body=data, content_type="application/octet-stream", headers=headers)
+
+
+# ---- health, metrics, schema ---------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if node.failure:
+        return _error(503, "unavailable", node.failure)
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    core = node.core
+    if node.failure or core is None or not core.leader:
+        return _error(503, "unavailable", node.failure or "no known leader")
+    return web.json_response({"ok": True, "leader": int(core.leader)})
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    return web.Response(text=metrics.render(request.app[NODE]), content_type="text/plain")
+
+
+async def openapi_doc(request: web.Request) -> web.Response:
+    return web.json_response(openapi.DOCUMENT)
+
+
+def make_app(node: Node) -> web.Application:
+    cfg = node.cfg
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[errors])
+    app[NODE] = node
+    app[CONFIG] = cfg
+
+    async def http_client(app: web.Application) -> Any:
+        async with aiohttp.ClientSession() as session:
+            app[HTTP] = session
+            yield
+
+    app.cleanup_ctx.append(http_client)
+    r = app.router
+    r.add_put("/v1/kv/{key:.+}", kv_put)
+    r.add_get("/v1/kv/{key:.+}", kv_get)
+    r.add_delete("/v1/kv/{key:.+}", kv_delete)
+    r.add_get("/v1/kv", kv_range)
+    r.add_delete("/v1/kv", kv_delete_prefix)
+    r.add_post("/v1/txn", txn)
+    r.add_get("/v1/watch", watch_stream)
+    r.add_post("/v1/leases", lease_grant)
+    r.add_get("/v1/leases", lease_list)
+    r.add_post("/v1/leases/{id}/keepalive", lease_keepalive)
+    r.add_delete("/v1/leases/{id}", lease_revoke)
+    r.add_post("/v1/locks/{name}", lock_acquire)
+    r.add_delete("/v1/locks/{name}", lock_release)
+    r.add_post("/v1/elections/{name}/campaign", election_campaign)
+    r.add_get("/v1/elections/{name}", election_leader)
+    r.add_post("/v1/elections/{name}/resign", election_resign)
+    r.add_get("/v1/cluster", cluster)
+    r.add_post("/v1/cluster/members", member_add)
+    r.add_post("/v1/cluster/members/{id}/promote", member_promote)
+    r.add_delete("/v1/cluster/members/{id}", member_remove)
+    r.add_post("/v1/cluster/transfer", transfer)
+    r.add_post("/v1/snapshot", snapshot_take)
+    r.add_get("/v1/snapshot", snapshot_download)
+    r.add_get("/v1/openapi.json", openapi_doc)
+    r.add_get("/metrics", metrics_text)
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,55 @@
+"""Prometheus text exposition of a node's vital signs (no client library needed)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .node import Node
+
+FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def render(node: Node) -> str:
+    out: list[str] = []
+
+    def gauge(name: str, help_: str, value: float, labels: str = "") -> None:
+        if not any(line.startswith(f"# HELP {name} ") for line in out):
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} gauge")
+        out.append(f"{name}{labels} {value}")
+
+    core = node.core
+    if core is not None:
+        st = core.status()
+        gauge("coord_term", "Current Raft term.", int(st.term))
+        gauge("coord_is_leader", "1 if this node leads.", int(node.is_leader))
+        gauge("coord_commit_index", "Highest log index known committed.", int(st.commit))
+        gauge("coord_applied_index", "Highest log index applied to the store.", int(st.applied))
+        gauge("coord_store_revision", "Store revision.", node.sm.kv.revision)
+        gauge("coord_store_keys", "Keys in the store.", node.sm.kv.count())
+        for p in st.peers:
+            if p.id != node.id:
+                gauge(
+                    "coord_peer_lag_entries",
+                    "Entries a peer is behind the leader.",
+                    int(st.last_index - p.match),
+                    f'{{peer="{p.id}"}}',
+                )
+    m = node.metrics
+    out.append("# HELP coord_leader_changes_total Times this node became leader.")
+    out.append("# TYPE coord_leader_changes_total counter")
+    out.append(f"coord_leader_changes_total {m['leader_changes']}")
+    out.append("# HELP coord_proposals_total Proposals by outcome.")
+    out.append("# TYPE coord_proposals_total counter")
+    for outcome in ("committed", "rejected", "unknown"):
+        out.append(f'coord_proposals_total{{outcome="{outcome}"}} {m[f"proposals_{outcome}"]}')
+    samples: list[float] = m["fsync_seconds"]  # type: ignore[assignment]
+    out.append("# HELP coord_fsync_seconds Write-ahead log fsync latency (recent samples).")
+    out.append("# TYPE coord_fsync_seconds histogram")
+    for b in FSYNC_BUCKETS:
+        out.append(f'coord_fsync_seconds_bucket{{le="{b}"}} {sum(1 for s in samples if s <= b)}')
+    out.append(f'coord_fsync_seconds_bucket{{le="+Inf"}} {len(samples)}')
+    out.append(f"coord_fsync_seconds_sum {sum(samples):.6f}")
+    out.append(f"coord_fsync_seconds_count {len(samples)}")
+    return "\n".join(out) + "\n"
