@@ -15,7 +15,9 @@ frame from someone without the secret, or replayed from another connection or
 out of order, fails. A frame that fails the MAC, is longer than
 ``max_frame``, or does not decode into known messages closes that connection
 and is logged; the node goes on serving and never reads more than
-``max_frame`` bytes for a frame. Nothing is unpickled.
+``max_frame`` bytes for a frame. A connection that has not sent a valid frame
+within ``auth_timeout_s`` is closed, so idle strangers cannot hold the
+``max_inbound`` slots. Nothing is unpickled.
 
 Sending never blocks the caller: messages join a bounded per-peer queue
 (oldest dropped when full: Raft survives loss, and a dead peer must not eat
@@ -86,6 +88,7 @@ class Transport:
         queue_limit: int = 4096,
         max_batch_bytes: int = 4 << 20,
         max_inbound: int = 64,
+        auth_timeout_s: float = 5.0,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the cluster secret must be at least 16 bytes")
@@ -97,6 +100,7 @@ class Transport:
         self.queue_limit = queue_limit
         self.max_batch_bytes = max_batch_bytes
         self.max_inbound = max_inbound
+        self.auth_timeout_s = auth_timeout_s
         self.stats = TransportStats()
         self._peers = {pid: _Peer(addr) for pid, addr in peers.items() if pid != node_id}
         self._server: asyncio.Server | None = None
@@ -241,7 +245,20 @@ class Transport:
         await writer.drain()
         counter = 0
         while True:
-            head = await reader.readexactly(LENGTH.size + MAC_SIZE)
+            if counter == 0:
+                # Until it proves it holds the secret a connection may not sit idle:
+                # our dialling peers send the moment they connect.
+                try:
+                    head = await asyncio.wait_for(
+                        reader.readexactly(LENGTH.size + MAC_SIZE), self.auth_timeout_s
+                    )
+                except TimeoutError:
+                    self._refuse(
+                        peer, "no frame in time", f"nothing valid within {self.auth_timeout_s}s"
+                    )
+                    return
+            else:
+                head = await reader.readexactly(LENGTH.size + MAC_SIZE)
             (length,) = LENGTH.unpack_from(head)
             if length > self.max_frame:
                 self._refuse(peer, "oversize frame", f"{length} bytes > {self.max_frame}")

@@ -1,0 +1,388 @@
+"""An async client for coord: endpoints, leader discovery, exactly-once retries, watches.
+
+    async with Client(["127.0.0.1:7101", "127.0.0.1:7102"]) as c:
+        rev = await c.put("config/a", "1")
+        kv = await c.get("config/a")
+        async with c.lease(ttl=5) as lease:        # kept alive in the background
+            token = (await c.lock("db", lease))["revision"]
+        async for ev in c.watch("config/", start_revision=rev):
+            ...
+
+Every write carries this client's session name and a sequence number. When
+the outcome of an attempt is unknown (the connection broke after sending, the
+node answered ``unknown_outcome``), the client retries *with the same
+number*: the store applies it at most once and returns the original result.
+A sequence number is reused only after a definite refusal (nothing was
+applied). Errors are typed: NotFound, PreconditionFailed, Unavailable,
+UnknownOutcome (retries exhausted while the outcome was unknown), ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aiohttp
+
+
+class CoordError(Exception):
+    def __init__(
+        self, code: str, message: str, status: int = 0, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.details = details or {}
+
+
+class NotFound(CoordError):
+    pass
+
+
+class PreconditionFailed(CoordError):
+    pass
+
+
+class Unavailable(CoordError):
+    pass
+
+
+class UnknownOutcome(CoordError):
+    pass
+
+
+class Compacted(CoordError):
+    pass
+
+
+ERRORS: dict[str, type[CoordError]] = {
+    "not_found": NotFound,
+    "precondition_failed": PreconditionFailed,
+    "unavailable": Unavailable,
+    "not_leader": Unavailable,
+    "unknown_outcome": UnknownOutcome,
+    "compacted": Compacted,
+}
+
+# Store-level answers: the command went through the log and used its sequence number.
+APPLIED_ERRORS = {"precondition_failed", "lease_not_found", "stale", "session_expired"}
+
+
+def _url(endpoint: str) -> str:
+    return endpoint if endpoint.startswith("http") else f"http://{endpoint}"
+
+
+class Client:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        client_id: str | None = None,
+        timeout: float = 6.0,
+        attempts: int = 8,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint")
+        self.endpoints = [_url(e) for e in endpoints]
+        self.client_id = client_id or uuid.uuid4().hex
+        self.timeout = timeout
+        self.attempts = attempts
+        self._current = 0
+        self._seq = 0  # last sequence number the store has seen (or may have)
+        self._session: aiohttp.ClientSession | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Client:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use `async with Client(...)`")
+        return self._session
+
+    # ---- the request loop -------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, body: Any = None, *, write: bool = False) -> Any:
+        if write:
+            async with self._write_lock:  # one write at a time per session: numbers in order
+                return await self._write(method, path, body)
+        return await self._attempts(method, path, body, {})
+
+    async def _write(self, method: str, path: str, body: Any) -> Any:
+        seq = self._seq + 1
+        for _ in range(2):
+            headers = {"X-Coord-Client": self.client_id, "X-Coord-Seq": str(seq)}
+            try:
+                result = await self._attempts(method, path, body, headers, write=True)
+                self._seq = seq
+                return result
+            except CoordError as e:
+                if e.code in APPLIED_ERRORS or isinstance(e, UnknownOutcome):
+                    self._seq = seq  # it reached the store (or may have): never reuse it
+                if e.code == "session_expired":
+                    # The store forgot this session: continue under a fresh one.
+                    self.client_id, self._seq, seq = uuid.uuid4().hex, 0, 1
+                    continue
+                raise
+        raise Unavailable("session_expired", "the store refused a fresh session")
+
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str],
+        write: bool = False,
+    ) -> Any:
+        unknown = False
+        last: CoordError | None = None
+        delay = 0.05
+        for attempt in range(self.attempts):
+            base = self.endpoints[self._current]
+            try:
+                async with self.session.request(
+                    method,
+                    base + path,
+                    json=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                ) as r:
+                    doc = await r.json(content_type=None)
+                    status = r.status
+            except aiohttp.ClientConnectorError as e:
+                last = Unavailable("unavailable", f"{base}: {e}")
+                self._rotate()
+            except (aiohttp.ClientError, TimeoutError) as e:
+                # The request may have arrived: a write's outcome is now unknown.
+                unknown = unknown or write
+                last = UnknownOutcome("unknown_outcome", f"{base}: {type(e).__name__}")
+                self._rotate()
+            else:
+                if 200 <= status < 300:
+                    return doc
+                err = (doc or {}).get("error", {}) if isinstance(doc, dict) else {}
+                code = err.get("code", "internal")
+                details = {k: v for k, v in err.items() if k not in ("code", "message")}
+                e2 = ERRORS.get(code, CoordError)(code, err.get("message", ""), status, details)
+                if code == "not_leader":
+                    leader = err.get("leader")
+                    if leader and _url(leader["api"]) in self.endpoints:
+                        self._current = self.endpoints.index(_url(leader["api"]))
+                    else:
+                        self._rotate()
+                    last = e2
+                elif code == "unknown_outcome":
+                    unknown = unknown or write
+                    last = e2
+                elif code == "unavailable" or status >= 500:
+                    last = e2
+                    self._rotate()
+                else:
+                    raise e2
+            if attempt + 1 < self.attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        if unknown:
+            raise UnknownOutcome(
+                "unknown_outcome", f"gave up after {self.attempts} attempts: {last}"
+            )
+        assert last is not None
+        raise last
+
+    def _rotate(self) -> None:
+        self._current = (self._current + 1) % len(self.endpoints)
+
+    # ---- keys ----------------------------------------------------------------------------------
+
+    async def put(
+        self, key: str, value: str, *, lease: int = 0, prev_revision: int | None = None
+    ) -> int:
+        body: dict[str, Any] = {"value": value}
+        if lease:
+            body["lease"] = lease
+        if prev_revision is not None:
+            body["prev_revision"] = prev_revision
+        doc = await self._call("PUT", f"/v1/kv/{_quote(key)}", body, write=True)
+        return int(doc["revision"])
+
+    async def get(self, key: str, *, serializable: bool = False) -> dict[str, Any] | None:
+        q = "?consistency=serializable" if serializable else ""
+        try:
+            doc: dict[str, Any] = await self._call("GET", f"/v1/kv/{_quote(key)}{q}")
+            return doc
+        except NotFound:
+            return None
+
+    async def delete(self, key: str) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._call("DELETE", f"/v1/kv/{_quote(key)}", write=True)
+        return doc
+
+    async def range(self, prefix: str, *, serializable: bool = False) -> dict[str, Any]:
+        q = "&consistency=serializable" if serializable else ""
+        doc: dict[str, Any] = await self._call("GET", f"/v1/kv?prefix={_quote(prefix)}{q}")
+        return doc
+
+    async def txn(
+        self,
+        compare: list[dict[str, Any]],
+        success: list[dict[str, Any]],
+        failure: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        body = {"compare": compare, "success": success, "failure": failure or []}
+        doc: dict[str, Any] = await self._call("POST", "/v1/txn", body, write=True)
+        return doc
+
+    # ---- watches ---------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        prefix: str = "",
+        start_revision: int = 0,
+        *,
+        relist: bool = True,
+        progress_ms: int = 5000,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events under ``prefix`` from ``start_revision``, across disconnects and failovers.
+
+        Resumes after the last revision seen. If that history was compacted and
+        ``relist`` is set, yields ``{"type": "relist", "revision", "items"}``
+        (the current contents) and continues from there; else raises Compacted.
+        """
+        next_rev = start_revision
+        delay = 0.05
+        while True:
+            base = self.endpoints[self._current]
+            query = f"prefix={_quote(prefix)}&start_revision={next_rev}&progress_ms={progress_ms}"
+            url = f"{base}/v1/watch?{query}"
+            try:
+                async with self.session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=None, sock_read=progress_ms / 1000 * 3)
+                ) as r:
+                    if r.status == 410:
+                        err = (await r.json(content_type=None))["error"]
+                        if not relist:
+                            raise Compacted(err["code"], err["message"], 410, err)
+                        listing = await self.range(prefix)
+                        yield {
+                            "type": "relist",
+                            "revision": listing["revision"],
+                            "items": listing["items"],
+                        }
+                        next_rev = listing["revision"] + 1
+                        continue
+                    if r.status != 200:
+                        raise Unavailable("unavailable", f"watch answered {r.status}")
+                    delay = 0.05
+                    async for line in r.content:
+                        if not line.startswith(b"data: "):
+                            continue
+                        ev = json.loads(line[6:])
+                        if ev.get("type") == "error":
+                            resume = ev["error"].get("resume_revision")
+                            if resume:
+                                next_rev = resume
+                            break
+                        if ev.get("type") == "progress":
+                            if next_rev == 0:
+                                next_rev = ev["revision"] + 1
+                            yield ev
+                            continue
+                        next_rev = ev["revision"] + 1
+                        yield ev
+            except (aiohttp.ClientError, TimeoutError, Unavailable):
+                pass
+            self._rotate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    # ---- leases, locks, elections ----------------------------------------------------------
+
+    async def grant(self, ttl: int) -> int:
+        doc = await self._call("POST", "/v1/leases", {"ttl": ttl}, write=True)
+        return int(doc["id"])
+
+    async def keepalive(self, lease: int) -> int:
+        doc = await self._call("POST", f"/v1/leases/{lease}/keepalive")
+        return int(doc["ttl"])
+
+    async def revoke(self, lease: int) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._call("DELETE", f"/v1/leases/{lease}", write=True)
+        return doc
+
+    @contextlib.asynccontextmanager
+    async def lease(self, ttl: int) -> AsyncIterator[int]:
+        """A lease kept alive in the background (every ttl/3) and revoked on exit."""
+        lease_id = await self.grant(ttl)
+
+        async def keep() -> None:
+            while True:
+                await asyncio.sleep(max(0.2, ttl / 3))
+                with contextlib.suppress(CoordError):
+                    await self.keepalive(lease_id)
+
+        task = asyncio.get_running_loop().create_task(keep())
+        try:
+            yield lease_id
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, CoordError):
+                await task
+            with contextlib.suppress(CoordError):
+                await self.revoke(lease_id)
+
+    async def lock(self, name: str, lease: int, timeout: float = 30) -> dict[str, Any]:
+        """Hold a lock while ``lease`` lives; ``revision`` in the answer is the fencing token."""
+        doc: dict[str, Any] = await self._call(
+            "POST", f"/v1/locks/{_quote(name)}", {"lease": lease, "timeout": timeout}
+        )
+        return doc
+
+    async def unlock(self, name: str, key: str) -> None:
+        await self._call("DELETE", f"/v1/locks/{_quote(name)}?key={_quote(key)}")
+
+    async def campaign(self, name: str, lease: int, value: str) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._call(
+            "POST", f"/v1/elections/{_quote(name)}/campaign", {"lease": lease, "value": value}
+        )
+        return doc
+
+    async def leader_of(self, name: str) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = await self._call("GET", f"/v1/elections/{_quote(name)}")
+            return doc
+        except NotFound:
+            return None
+
+    async def resign(self, name: str, key: str) -> None:
+        await self._call("POST", f"/v1/elections/{_quote(name)}/resign", {"key": key})
+
+    # ---- cluster -------------------------------------------------------------------------------
+
+    async def cluster(self) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._call("GET", "/v1/cluster")
+        return doc
+
+    async def transfer(self, to: int) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._call("POST", "/v1/cluster/transfer", {"to": to})
+        return doc
+
+
+def _quote(s: str) -> str:
+    from urllib.parse import quote
+
+    return quote(s, safe="/")

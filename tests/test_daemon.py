@@ -1,0 +1,285 @@
+"""The daemon as operators run it: real processes on loopback, real fsync, kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coord.client import Client, PreconditionFailed
+
+from .procs import ROOT, Cluster, free_base
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, 3)
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.stop_all()
+
+
+@pytest.fixture
+async def client(cluster: Cluster) -> AsyncIterator[Client]:
+    async with Client(cluster.endpoints(), timeout=3.0) as c:
+        yield c
+
+
+def raw(
+    cluster: Cluster,
+    i: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"http://{cluster.apis[i]}{path}", data=body, method=method, headers=headers or {}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+async def test_command_line_cluster_serves_reads_and_writes(tmp_path: Path) -> None:
+    """`coord cluster up --detach` / `down`: the README's cluster, by the book."""
+    base = free_base(3)
+    d = tmp_path / "c"
+    cmd = [sys.executable, "-m", "coord", "cluster"]
+    up = subprocess.run(
+        [*cmd, "up", "--dir", str(d), "--base-port", str(base), "--detach"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    pids = json.loads((d / "pids.json").read_text()) if (d / "pids.json").exists() else {}
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "3-node cluster up" in up.stdout and "<- leader" in up.stdout
+        # One endpoint is enough: a follower forwards to the leader.
+        async with Client([f"127.0.0.1:{base + 101}"]) as c:
+            rev = await c.put("hello", "world")
+            kv = await c.get("hello")
+            assert kv is not None and kv["value"] == "world" and kv["mod_revision"] == rev
+            info = await c.cluster()
+            assert info["leader"] in (1, 2, 3) and len(info["members"]) == 3
+    finally:
+        down = subprocess.run(
+            [*cmd, "down", "--dir", str(d)], capture_output=True, text=True, cwd=ROOT, timeout=30
+        )
+    assert down.returncode == 0, down.stderr
+    assert len(pids) == 3
+    time.sleep(0.5)
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_writes_survive_kill9_of_the_leader_and_of_everyone(
+    cluster: Cluster, client: Client
+) -> None:
+    acked = {}
+    for i in range(30):
+        acked[f"k{i}"] = str(await client.put(f"k{i}", f"v{i}"))
+    leader = cluster.wait_ready()
+    cluster.kill9(leader)
+    new_leader = cluster.wait_ready()
+    assert new_leader != leader
+    for i in range(30, 40):
+        acked[f"k{i}"] = str(await client.put(f"k{i}", f"v{i}"))
+    cluster.start(leader)  # the old leader comes back and catches up
+    cluster.wait_ready()
+    # Now the whole cluster dies at once, and comes back.
+    for i in list(cluster.procs):
+        cluster.kill9(i)
+    cluster.start_all()
+    listing = await client.range("k")
+    got = {kv["key"]: kv["value"] for kv in listing["items"]}
+    assert got == {k: f"v{k[1:]}" for k in acked}
+
+
+async def test_restart_from_snapshot_and_log(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, 3, snapshot_every=40, snapshot_keep=10)
+    try:
+        c.start_all()
+        async with Client(c.endpoints()) as cl:
+            for i in range(150):
+                await cl.put(f"s{i % 20}", str(i))
+            snaps = list((tmp_path / "data").glob("node-*/snap/*.snap"))
+            assert snaps, "no snapshot was taken"
+            for i in list(c.procs):
+                c.stop(i)
+            c.start_all()
+            listing = await cl.range("s")
+            last = {f"s{i % 20}": str(i) for i in range(150)}  # the last write to each key
+            assert {kv["key"]: kv["value"] for kv in listing["items"]} == last
+    finally:
+        c.stop_all()
+
+
+async def test_torn_tail_is_repaired_and_corrupt_middle_refuses(
+    cluster: Cluster, client: Client
+) -> None:
+    for i in range(10):
+        await client.put(f"t{i}", "x" * 50)
+    victim = 1 if cluster.wait_ready() != 1 else 2
+    cluster.stop(victim)
+    seg = cluster.wal_segments(victim)[-1]
+    with open(seg, "ab") as f:
+        f.write(b"\x00\x00\x01\x00garbage-of-a-torn-write")
+    cluster.start(victim)
+    cluster.wait_ready()
+    await client.put("after", "repair")
+    log = (cluster.dir / f"node-{victim}.log").read_text()
+    assert "repaired a torn write" in log
+    # Now damage the middle of its log: it must refuse to start, naming file and offset.
+    cluster.stop(victim)
+    seg = cluster.wal_segments(victim)[0]
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    run = subprocess.run(
+        cluster.command(victim), capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+    assert run.returncode == 3, run.stderr
+    assert "refusing to start" in run.stderr and str(seg) in run.stderr and "offset" in run.stderr
+    # The other two keep serving.
+    assert await client.put("still", "serving")
+
+
+async def test_watch_delivers_every_event_once_in_order_across_a_leader_change(
+    cluster: Cluster, client: Client
+) -> None:
+    start = await client.put("w/start", "0")
+    seen: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for ev in client.watch("w/", start_revision=start, progress_ms=300):
+            if ev.get("type") in ("put", "delete"):
+                seen.append(ev)
+                if ev["key"] == "w/stop":
+                    return
+
+    async with Client(cluster.endpoints()) as writer:
+        task = asyncio.get_running_loop().create_task(consume())
+        revs = [start]
+        for i in range(20):
+            revs.append(await writer.put(f"w/{i}", str(i)))
+            if i == 8:
+                cluster.kill9(cluster.wait_ready())
+        revs.append(await writer.put("w/stop", "!"))
+        await asyncio.wait_for(task, 30)
+    got = [ev["revision"] for ev in seen]
+    assert got == revs, f"watch saw {got}, writes were {revs}"
+
+
+async def test_lease_expiry_deletes_keys_and_keepalive_keeps_them(client: Client) -> None:
+    short = await client.grant(1)
+    await client.put("eph/short", "x", lease=short)
+    async with client.lease(ttl=1) as kept:
+        await client.put("eph/kept", "y", lease=kept)
+        await asyncio.sleep(2.5)
+        assert await client.get("eph/short") is None
+        assert await client.get("eph/kept") is not None
+    assert await client.get("eph/kept") is None  # revoked on exit
+
+
+async def test_compare_and_set(client: Client) -> None:
+    rev = await client.put("cas", "1")
+    with pytest.raises(PreconditionFailed) as err:
+        await client.put("cas", "2", prev_revision=rev + 100)
+    assert err.value.details["mod_revision"] == rev
+    assert await client.put("cas", "2", prev_revision=rev) > rev
+
+
+async def test_exactly_once_retry_returns_the_original_result(cluster: Cluster) -> None:
+    leader = cluster.wait_ready()
+    hdr = {
+        "X-Coord-Client": "retrying-client",
+        "X-Coord-Seq": "1",
+        "Content-Type": "application/json",
+    }
+    s1, first = raw(cluster, leader, "PUT", "/v1/kv/once", b'{"value": "a"}', hdr)
+    s2, again = raw(cluster, leader, "PUT", "/v1/kv/once", b'{"value": "a"}', hdr)
+    assert s1 == s2 == 200 and again == {**first, "retried": True}
+    _, kv = raw(cluster, leader, "GET", "/v1/kv/once")
+    assert kv["version"] == 1  # applied once
+    s3, _ = raw(
+        cluster, leader, "PUT", "/v1/kv/once", b'{"value": "b"}', {**hdr, "X-Coord-Seq": "2"}
+    )
+    s4, stale = raw(cluster, leader, "PUT", "/v1/kv/once", b'{"value": "c"}', hdr)
+    assert s3 == 200 and s4 == 409 and stale["error"]["code"] == "stale"
+
+
+async def test_garbage_on_the_peer_port_leaves_the_node_serving(
+    cluster: Cluster, client: Client
+) -> None:
+    for i in cluster.procs:
+        host, port = cluster.peers[i]
+        for payload in (
+            os.urandom(4096),
+            b"\xff\xff\xff\xff" + b"\0" * 64,
+            b"GET / HTTP/1.1\r\n\r\n",
+        ):
+            with socket.create_connection((host, port), timeout=2) as s:
+                s.recv(16)  # the nonce
+                s.sendall(payload)
+                s.settimeout(10)  # an incomplete first frame is given up on after 5 s
+                with contextlib.suppress(ConnectionResetError):
+                    assert s.recv(1) == b""  # closed on us
+    assert await client.put("after-garbage", "ok")
+    for i in cluster.procs:
+        assert cluster.get(i, "/healthz")["ok"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("PUT", "/v1/kv/a", b"{not json", 400, "bad_request"),
+        ("PUT", "/v1/kv/a", b'["a list"]', 400, "bad_request"),
+        ("PUT", "/v1/kv/a", b'{"value": 5}', 400, "bad_request"),
+        ("PUT", "/v1/kv/a", b'{"value": "x", "lease": "one"}', 400, "bad_request"),
+        ("PUT", "/v1/kv/" + "k" * 5000, b'{"value": "x"}', 400, "bad_request"),
+        ("PUT", "/v1/kv/a", b'{"value": "' + b"v" * (1 << 20 + 1) + b'"}', 413, "too_large"),
+        ("POST", "/v1/txn", b'{"compare": [{"key": "a", "target": "nope"}]}', 400, "bad_request"),
+        ("POST", "/v1/txn", b'{"success": [{"op": "drop_table"}]}', 400, "bad_request"),
+        ("POST", "/v1/leases", b'{"ttl": 0}', 400, "bad_request"),
+        ("GET", "/v1/kv/a?consistency=whatever", None, 400, "bad_request"),
+        ("GET", "/v1/nowhere", None, 404, "not_found"),
+    ],
+)
+def test_bad_input_gets_4xx_and_the_node_keeps_serving(
+    cluster: Cluster, method: str, path: str, body: bytes | None, status: int, code: str
+) -> None:
+    leader = cluster.wait_ready()
+    got_status, doc = raw(cluster, leader, method, path, body, {"Content-Type": "application/json"})
+    assert (got_status, doc["error"]["code"]) == (status, code)
+    assert raw(cluster, leader, "GET", "/healthz")[0] == 200
+
+
+def test_openapi_lists_every_route(cluster: Cluster) -> None:
+    leader = cluster.wait_ready()
+    doc = cluster.get(leader, "/v1/openapi.json")
+    for path in ("/v1/kv/{key}", "/v1/txn", "/v1/watch", "/v1/leases", "/v1/cluster", "/metrics"):
+        assert path in doc["paths"]
+    with urllib.request.urlopen(f"http://{cluster.apis[leader]}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    assert "coord_term" in text and 'coord_proposals_total{outcome="committed"}' in text
+    assert "coord_fsync_seconds_bucket" in text
