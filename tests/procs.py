@@ -105,13 +105,13 @@ class Cluster:
         with urllib.request.urlopen(f"http://{self.apis[i]}{path}", timeout=timeout) as r:
             return json.loads(r.read())
 
-    def wait_ready(self, timeout: float = 20.0) -> int:
-        """Until every running node knows a leader; return the leader's id."""
+    def wait_ready(self, timeout: float = 20.0, nodes: list[int] | None = None) -> int:
+        """Until every running node (or those of ``nodes``) knows a leader; its id."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             leaders = set()
             try:
-                for i in self.procs:
+                for i in nodes or list(self.procs):
                     leaders.add(self.get(i, "/readyz")["leader"])
                 if len(leaders) == 1:
                     (leader,) = leaders
