@@ -7,8 +7,12 @@ setup:
     python3 -m venv .venv
     .venv/bin/pip install -q -e '.[dev]'
 
-# The main job: for now, the leader-minority-split scenario with its timeline.
-demo seed="1":
+# The main job: a local 3-node cluster on loopback (Ctrl-C stops it).
+demo:
+    .venv/bin/coord cluster up
+
+# The simulator's flagship scenario, with its timeline.
+sim-demo seed="1":
     {{py}} -m sim run leader-minority-split --seed {{seed}}
 
 # The whole test suite (what CI runs).
