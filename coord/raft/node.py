@@ -149,6 +149,7 @@ class RaftNode:
         self._prev_hs = HardState(self.term, self.vote, self.log.committed)
         self._prev_ss = SoftState(Role.FOLLOWER, NONE)
         self._ready_out: Ready | None = None
+        self._bcast_pending = False
         self._become_follower(self.term, NONE)
 
     # ---- queries -------------------------------------------------------------------
@@ -639,7 +640,10 @@ class RaftNode:
     def _append(self, entries: list[Entry]) -> None:
         self.log.append(entries)
         self._uncommitted_bytes += sum(e.size() for e in entries)
-        self._bcast_append()  # our own copy counts once durable (see advance)
+        # Replicate at the next ready(): everything proposed until then travels in
+        # one AppendEntries per follower instead of one per proposal. Our own copy
+        # counts once durable (see advance).
+        self._bcast_pending = True
 
     def propose_conf_change(self, cc: ConfChange) -> Index:
         if self.role is not Role.LEADER:
@@ -733,7 +737,8 @@ class RaftNode:
         log = self.log
         hs = self._prev_hs
         return bool(
-            self._msgs
+            self._bcast_pending
+            or self._msgs
             or self._msgs_after
             or self._read_states
             or log.pending_snapshot is not None
@@ -748,6 +753,10 @@ class RaftNode:
 
     def ready(self) -> Ready:
         assert self._ready_out is None, "ready() again before advance()"
+        if self._bcast_pending:
+            self._bcast_pending = False
+            if self.role is Role.LEADER:
+                self._bcast_append()
         log = self.log
         prev, prev_ss = self._prev_hs, self._prev_ss
         term_vote_changed = prev.term != self.term or prev.vote != self.vote
