@@ -371,6 +371,17 @@ class Client:
     async def resign(self, name: str, key: str) -> None:
         await self._call("POST", f"/v1/elections/{_quote(name)}/resign", {"key": key})
 
+    # ---- the pipelined channel -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def channel(self) -> AsyncIterator[Channel]:
+        """Many requests in flight over one connection to the leader (see Channel)."""
+        ch = await _open_channel(self)
+        try:
+            yield ch
+        finally:
+            await ch.close()
+
     # ---- cluster -------------------------------------------------------------------------------
 
     async def cluster(self) -> dict[str, Any]:
@@ -386,3 +397,115 @@ def _quote(s: str) -> str:
     from urllib.parse import quote
 
     return quote(s, safe="/")
+
+
+class Channel:
+    """Many requests in flight over one WebSocket (``Client.channel()``).
+
+    Same operations and errors as the HTTP calls. Writes carry no session here:
+    a pipelined client that needs exactly-once retries uses the HTTP calls.
+    If the link breaks, writes in flight end UnknownOutcome and reads Unavailable.
+    """
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self._next = 0
+        self._waiting: dict[int, tuple[asyncio.Future[Any], bool]] = {}
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        import msgpack
+
+        try:
+            async for msg in self.ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    break
+                doc = msgpack.unpackb(msg.data, raw=False)
+                got = self._waiting.pop(doc.get("id"), None)
+                if got is None:
+                    continue
+                fut, _ = got
+                if fut.done():
+                    continue
+                if 200 <= doc["status"] < 300:
+                    fut.set_result(doc["body"])
+                else:
+                    err = doc["body"].get("error", {})
+                    code = err.get("code", "internal")
+                    details = {k: v for k, v in err.items() if k not in ("code", "message")}
+                    fut.set_exception(
+                        ERRORS.get(code, CoordError)(
+                            code, err.get("message", ""), doc["status"], details
+                        )
+                    )
+        finally:
+            for fut, write in self._waiting.values():
+                if not fut.done():
+                    cls = UnknownOutcome if write else Unavailable
+                    fut.set_exception(cls(cls.__name__.lower(), "the channel closed"))
+            self._waiting.clear()
+
+    async def request(self, op: str, *, write: bool = False, **args: Any) -> Any:
+        import msgpack
+
+        self._next += 1
+        rid = self._next
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = (fut, write)
+        await self.ws.send_bytes(msgpack.packb({"id": rid, "op": op, **args}, use_bin_type=True))
+        return await fut
+
+    async def put(self, key: str, value: str, **kw: Any) -> int:
+        return int((await self.request("put", write=True, key=key, value=value, **kw))["revision"])
+
+    async def get(self, key: str, **kw: Any) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = await self.request("get", key=key, **kw)
+            return doc
+        except NotFound:
+            return None
+
+    async def delete(self, key: str) -> dict[str, Any]:
+        doc: dict[str, Any] = await self.request("delete", write=True, key=key)
+        return doc
+
+    async def txn(
+        self, compare: list[Any], success: list[Any], failure: list[Any] | None = None
+    ) -> dict[str, Any]:
+        doc: dict[str, Any] = await self.request(
+            "txn", write=True, compare=compare, success=success, failure=failure or []
+        )
+        return doc
+
+    async def close(self) -> None:
+        await self.ws.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+async def _open_channel(client: Client) -> Channel:
+    """Connect to the leader's channel (following not_leader hints)."""
+    for _ in range(len(client.endpoints) + 2):
+        base = client.endpoints[client._current]
+        try:
+            ws = await client.session.ws_connect(f"{base}/v1/channel", max_msg_size=64 << 20)
+        except aiohttp.ClientError:
+            client._rotate()
+            continue
+        ch = Channel(ws)
+        try:
+            await ch.request(
+                "get", key="\x00probe-leader"
+            )  # NotFound on the leader, not_leader elsewhere
+        except NotFound:
+            return ch
+        except Unavailable as e:
+            await ch.close()
+            leader = e.details.get("leader")
+            if leader and _url(leader["api"]) in client.endpoints:
+                client._current = client.endpoints.index(_url(leader["api"]))
+            else:
+                client._rotate()
+            continue
+        return ch
+    raise Unavailable("unavailable", "no leader reachable for a channel")

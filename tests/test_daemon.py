@@ -345,3 +345,48 @@ async def test_locks_fence_and_elections_follow_leases(client: Client) -> None:
     assert seen is not None and seen["value"] == "node-a" and seen["key"] == won["key"]
     await client.resign("scheduler", won["key"])
     assert await client.leader_of("scheduler") is None
+
+
+async def test_pipelined_channel_many_in_flight(cluster: Cluster, client: Client) -> None:
+    async with client.channel() as ch:
+        revs = await asyncio.gather(*(ch.put(f"p/{i}", str(i)) for i in range(500)))
+        assert len(set(revs)) == 500  # each write its own revision
+        got = await asyncio.gather(*(ch.get(f"p/{i}") for i in range(0, 500, 50)))
+        assert [g["value"] for g in got if g] == [str(i) for i in range(0, 500, 50)]
+        with pytest.raises(PreconditionFailed):
+            await ch.put("p/0", "x", prev_revision=10**9)
+        assert await ch.get("p/none") is None
+    listing = await client.range("p/")
+    assert len(listing["items"]) == 500
+
+
+def test_channel_rejects_garbage_frames_and_keeps_serving(cluster: Cluster) -> None:
+    import msgpack
+    from aiohttp import ClientSession, WSMsgType
+
+    leader = cluster.wait_ready()
+
+    async def go() -> list[dict[str, Any]]:
+        async with (
+            ClientSession() as s,
+            s.ws_connect(f"http://{cluster.apis[leader]}/v1/channel") as ws,
+        ):
+            answers = []
+            for frame in (
+                b"\xc1garbage",
+                msgpack.packb([1, 2]),
+                msgpack.packb({"id": "x"}),
+                msgpack.packb({"id": 7, "op": "nope"}),
+                msgpack.packb({"id": 8, "op": "put", "key": "g", "value": 3}),
+            ):
+                await ws.send_bytes(frame)
+                msg = await ws.receive(timeout=5)
+                assert msg.type == WSMsgType.BINARY
+                answers.append(msgpack.unpackb(msg.data))
+            await ws.send_bytes(msgpack.packb({"id": 9, "op": "put", "key": "g", "value": "ok"}))
+            answers.append(msgpack.unpackb((await ws.receive(timeout=5)).data))
+            return answers
+
+    answers = asyncio.run(go())
+    assert [a["status"] for a in answers] == [400, 400, 400, 400, 400, 200]
+    assert answers[3]["body"]["error"]["code"] == "bad_request" and answers[3]["id"] == 7

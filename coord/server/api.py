@@ -24,15 +24,25 @@ import time
 from typing import Any
 
 import aiohttp
+import msgpack
 from aiohttp import web
 
 from coord.raft import ChangeType
 from coord.store import Compacted, KeyValue
-from coord.store.machine import COMPARE_OPS, COMPARE_TARGETS
 
-from . import metrics, openapi
+from . import metrics, openapi, ops
 from .config import Member, NodeConfig, parse_addr
 from .node import Node, NodeError, NotLeaderError
+from .ops import (
+    BadRequest,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+    RequestTimeout,
+    integer,
+    raise_for,
+    string,
+)
 from .watch import render, watch
 
 log = logging.getLogger("coord.api")
@@ -42,40 +52,6 @@ CONFIG = web.AppKey("config", NodeConfig)
 
 LOCKS = "coord/locks/"
 ELECTIONS = "coord/elections/"
-
-
-class BadRequest(NodeError):
-    code = "bad_request"
-    status = 400
-
-
-class NotFound(NodeError):
-    code = "not_found"
-    status = 404
-
-
-class PreconditionFailed(NodeError):
-    code = "precondition_failed"
-    status = 412
-
-
-class Gone(NodeError):
-    code = "compacted"
-    status = 410
-
-
-class RequestTimeout(NodeError):
-    code = "timeout"
-    status = 408
-
-
-STATUS = {
-    "precondition_failed": 412,
-    "lease_not_found": 404,
-    "bad_request": 400,
-    "session_expired": 409,
-    "stale": 409,
-}
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -153,34 +129,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return doc
 
 
-def _string(doc: dict[str, Any], name: str, limit: int, required: bool = True) -> str | None:
-    v = doc.get(name)
-    if v is None and not required:
-        return None
-    if not isinstance(v, str):
-        raise BadRequest(f"{name!r} must be a string")
-    if len(v.encode()) > limit:
-        raise BadRequest(f"{name!r} is longer than {limit} bytes", limit=limit)
-    return v
-
-
-def _integer(
-    doc: dict[str, Any], name: str, required: bool = False, minimum: int = 0
-) -> int | None:
-    v = doc.get(name)
-    if v is None and not required:
-        return None
-    if type(v) is not int or v < minimum or v >= 1 << 63:
-        raise BadRequest(f"{name!r} must be an integer >= {minimum}")
-    return v
-
-
 def _key(request: web.Request) -> str:
-    key = request.match_info["key"]
-    limit = request.app[CONFIG].max_key_bytes
-    if not key or len(key.encode()) > limit:
-        raise BadRequest(f"keys are 1 to {limit} bytes")
-    return key
+    return ops.key(request.app[CONFIG], request.match_info["key"])
 
 
 def _query_int(request: web.Request, name: str, default: int = 0) -> int:
@@ -192,143 +142,125 @@ def _query_int(request: web.Request, name: str, default: int = 0) -> int:
     return int(v)
 
 
-def _session(request: web.Request, cmd: dict[str, Any]) -> dict[str, Any]:
-    client = request.headers.get("X-Coord-Client")
-    seq = request.headers.get("X-Coord-Seq")
-    if client is None and seq is None:
-        return cmd
-    if not client or len(client) > 128 or seq is None or not seq.isdigit() or int(seq) < 1:
-        raise BadRequest("X-Coord-Client (1-128 chars) and X-Coord-Seq (>= 1) go together")
-    return {**cmd, "client": client, "seq": int(seq)}
-
-
-def _raise_for(result: dict[str, Any]) -> dict[str, Any]:
-    err = result.get("error")
-    if err is not None:
-        extra = {k: v for k, v in err.items() if k not in ("code", "message")}
-        raise NodeError(
-            err["message"], code=err["code"], status=STATUS.get(err["code"], 400), **extra
-        )
-    return result
-
-
-async def _read(request: web.Request) -> Node:
-    """Linearizable by default (ReadIndex); ``?consistency=serializable`` reads locally."""
-    node = request.app[NODE]
-    consistency = request.query.get("consistency", "linearizable")
-    if consistency == "linearizable":
-        await node.read_barrier()
-    elif consistency != "serializable":
-        raise BadRequest("consistency is 'linearizable' or 'serializable'")
-    return node
+def _session(request: web.Request) -> dict[str, Any]:
+    return ops.session(
+        {}, request.headers.get("X-Coord-Client"), request.headers.get("X-Coord-Seq")
+    )
 
 
 # ---- keys ----------------------------------------------------------------------------------
 
 
 async def kv_put(request: web.Request) -> web.Response:
-    cfg = request.app[CONFIG]
+    node = request.app[NODE]
     doc = await _body(request)
-    cmd: dict[str, Any] = {
-        "op": "put",
-        "key": _key(request),
-        "value": _string(doc, "value", cfg.max_value_bytes),
-    }
-    lease = _integer(doc, "lease")
-    if lease:
-        cmd["lease"] = lease
-    prev = _integer(doc, "prev_revision")
-    if prev is not None:
-        cmd["prev_revision"] = prev
-    result = _raise_for(await request.app[NODE].propose(_session(request, cmd)))
-    return web.json_response(result)
+    return web.json_response(await ops.put(node, request.match_info["key"], doc, _session(request)))
 
 
 async def kv_get(request: web.Request) -> web.Response:
-    key = _key(request)
-    node = await _read(request)
-    kv = node.sm.get(key)
-    if kv is None:
-        raise NotFound(f"no key {key!r}", revision=node.sm.kv.revision)
-    return web.json_response({**kv.to_dict(), "revision": node.sm.kv.revision})
+    node = request.app[NODE]
+    return web.json_response(
+        await ops.get(node, request.match_info["key"], request.query.get("consistency"))
+    )
 
 
 async def kv_delete(request: web.Request) -> web.Response:
-    cmd = _session(request, {"op": "delete", "key": _key(request)})
-    return web.json_response(_raise_for(await request.app[NODE].propose(cmd)))
+    node = request.app[NODE]
+    return web.json_response(await ops.delete(node, request.match_info["key"], _session(request)))
 
 
 async def kv_range(request: web.Request) -> web.Response:
+    node = request.app[NODE]
     prefix = request.query.get("prefix", "")
     limit = _query_int(request, "limit")
-    node = await _read(request)
-    items = [kv.to_dict() for kv in node.sm.range(prefix, limit)]
-    return web.json_response({"revision": node.sm.kv.revision, "items": items})
+    return web.json_response(
+        await ops.range_(node, prefix, limit, request.query.get("consistency"))
+    )
 
 
 async def kv_delete_prefix(request: web.Request) -> web.Response:
     prefix = request.query.get("prefix")
     if prefix is None:
         raise BadRequest("DELETE /v1/kv needs ?prefix= (use an empty value for everything)")
-    cmd = _session(request, {"op": "delete", "prefix": prefix})
-    return web.json_response(_raise_for(await request.app[NODE].propose(cmd)))
-
-
-def _txn_op(cfg: NodeConfig, o: Any) -> dict[str, Any]:
-    if not isinstance(o, dict):
-        raise BadRequest("transaction operations are objects")
-    op = o.get("op")
-    if op == "put":
-        out: dict[str, Any] = {
-            "op": "put",
-            "key": _string(o, "key", cfg.max_key_bytes),
-            "value": _string(o, "value", cfg.max_value_bytes),
-        }
-        lease = _integer(o, "lease")
-        if lease:
-            out["lease"] = lease
-        return out
-    if op in ("delete", "get"):
-        return {"op": op, "key": _string(o, "key", cfg.max_key_bytes)}
-    if op == "range":
-        return {"op": "range", "prefix": _string(o, "prefix", cfg.max_key_bytes)}
-    raise BadRequest(f"unknown transaction operation {op!r} (put, delete, get, range)")
-
-
-def _compare(cfg: NodeConfig, c: Any) -> dict[str, Any]:
-    if not isinstance(c, dict):
-        raise BadRequest("comparisons are objects")
-    target = c.get("target", "value")
-    op = c.get("op", "==")
-    if target not in COMPARE_TARGETS:
-        raise BadRequest(f"compare target is one of {sorted(COMPARE_TARGETS)}")
-    if op not in COMPARE_OPS:
-        raise BadRequest(f"compare op is one of {sorted(COMPARE_OPS)}")
-    value = c.get("value")
-    if target == "value":
-        if value is not None and not isinstance(value, str):
-            raise BadRequest("a value comparison compares with a string (or null: absent)")
-    elif type(value) is not int:
-        raise BadRequest(f"a {target} comparison compares with an integer")
-    return {"key": _string(c, "key", cfg.max_key_bytes), "target": target, "op": op, "value": value}
+    return web.json_response(await ops.delete_prefix(request.app[NODE], prefix, _session(request)))
 
 
 async def txn(request: web.Request) -> web.Response:
-    cfg = request.app[CONFIG]
     doc = await _body(request)
-    parts: dict[str, list[Any]] = {}
-    for name in ("compare", "success", "failure"):
-        v = doc.get(name, [])
-        if not isinstance(v, list) or len(v) > 128:
-            raise BadRequest(f"{name!r} must be a list of at most 128 items")
-        parts[name] = v
-    cmd = {
-        "op": "txn",
-        "compare": [_compare(cfg, c) for c in parts["compare"]],
-        "success": [_txn_op(cfg, o) for o in parts["success"]],
-        "failure": [_txn_op(cfg, o) for o in parts["failure"]],
-    }
-    return web.json_response(_raise_for(await request.app[NODE].propose(_session(request, cmd))))
+    return web.json_response(await ops.txn(request.app[NODE], doc, _session(request)))
+
+
+# ---- the pipelined channel ------------------------------------------------------------------
+
+
+async def channel(request: web.Request) -> web.WebSocketResponse:
+    """One WebSocket, many requests in flight: binary msgpack frames both ways.
+
+    Request ``{"id": n, "op": "put"|"get"|"delete"|"range"|"txn"|"lease_grant"|
+    "lease_keepalive"|"lease_revoke", ...arguments, "client"?, "seq"?}``; answer
+    ``{"id": n, "status": 200|4xx|5xx, "body": result or {"error": ...}}``, in
+    whatever order they finish. Same operations, checks and errors as the HTTP
+    routes (coord/server/ops.py). Not forwarded: a follower answers
+    ``not_leader`` with the leader's address and the client reconnects there.
+    """
+    node = request.app[NODE]
+    cfg = request.app[CONFIG]
+    ws = web.WebSocketResponse(max_msg_size=cfg.max_body_bytes, heartbeat=30)
+    await ws.prepare(request)
+    slots = asyncio.Semaphore(4096)  # requests in flight per connection: backpressure
+    send = asyncio.Lock()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def answer(rid: Any, status: int, body: dict[str, Any]) -> None:
+        frame = msgpack.packb({"id": rid, "status": status, "body": body}, use_bin_type=True)
+        async with send:
+            if not ws.closed:
+                await ws.send_bytes(frame)
+
+    async def serve_one(data: bytes) -> None:
+        rid: Any = None
+        try:
+            try:
+                req = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+                raise BadRequest(f"not a msgpack frame: {e}") from e
+            if not isinstance(req, dict):
+                raise BadRequest("a request is a map")
+            rid = req.get("id")
+            if type(rid) is not int:
+                raise BadRequest("a request needs an integer 'id'")
+            await answer(rid, 200, await ops.dispatch(node, req))
+        except NodeError as e:
+            await answer(rid, e.status, e.body())
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("unexpected error on the channel")
+            await answer(
+                rid, 500, {"error": {"code": "internal", "message": "unexpected error (logged)"}}
+            )
+        finally:
+            slots.release()
+
+    try:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                await slots.acquire()
+                t = asyncio.get_running_loop().create_task(serve_one(msg.data))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                await answer(
+                    None,
+                    400,
+                    {"error": {"code": "bad_request", "message": "binary msgpack frames only"}},
+                )
+            else:
+                break
+    finally:
+        for t in list(tasks):
+            t.cancel()  # the client is gone; proposals already made still run their course
+    return ws
 
 
 # ---- watches -------------------------------------------------------------------------------
@@ -372,31 +304,22 @@ async def watch_stream(request: web.Request) -> web.StreamResponse:
 
 async def lease_grant(request: web.Request) -> web.Response:
     doc = await _body(request)
-    ttl = _integer(doc, "ttl", required=True, minimum=1)
-    cmd = {"op": "lease_grant", "ttl": ttl, "id": _integer(doc, "id") or 0}
-    return web.json_response(_raise_for(await request.app[NODE].propose(_session(request, cmd))))
-
-
-def _lease_id(request: web.Request) -> int:
-    v = request.match_info["id"]
-    if not v.isdigit() or int(v) < 1:
-        raise BadRequest("lease ids are positive integers")
-    return int(v)
+    return web.json_response(await ops.lease_grant(request.app[NODE], doc, _session(request)))
 
 
 async def lease_keepalive(request: web.Request) -> web.Response:
-    lease_id = _lease_id(request)
-    ttl = await request.app[NODE].lease_keepalive(lease_id)
-    return web.json_response({"id": lease_id, "ttl": ttl})
+    return web.json_response(await ops.lease_keepalive(request.app[NODE], request.match_info["id"]))
 
 
 async def lease_revoke(request: web.Request) -> web.Response:
-    cmd = _session(request, {"op": "lease_revoke", "id": _lease_id(request)})
-    return web.json_response(_raise_for(await request.app[NODE].propose(cmd)))
+    node = request.app[NODE]
+    return web.json_response(
+        await ops.lease_revoke(node, request.match_info["id"], _session(request))
+    )
 
 
 async def lease_list(request: web.Request) -> web.Response:
-    node = await _read(request)
+    node = await ops.read_view(request.app[NODE], request.query.get("consistency"))
     items = [
         {"id": i, "ttl": ttl, "keys": len(keys), "remaining": node.lease_remaining(i)}
         for i, (ttl, keys) in sorted(node.sm.leases.items())
@@ -418,7 +341,7 @@ async def _queue_for(request: web.Request, prefix: str, lease: int, value: str) 
         "success": [{"op": "put", "key": key, "value": value, "lease": lease}],
         "failure": [{"op": "get", "key": key}],
     }
-    _raise_for(await node.propose(cmd))
+    raise_for(await node.propose(cmd))
     return node, key
 
 
@@ -462,7 +385,7 @@ class _Nudge:
 async def lock_acquire(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     doc = await _body(request)
-    lease = _integer(doc, "lease", required=True, minimum=1)
+    lease = integer(doc, "lease", required=True, minimum=1)
     assert lease is not None
     raw_timeout = doc.get("timeout", 30)
     if (
@@ -486,7 +409,7 @@ async def lock_release(request: web.Request) -> web.Response:
     if not key.startswith(f"{LOCKS}{name}/"):
         raise BadRequest(f"?key= must be the key returned when acquiring lock {name!r}")
     return web.json_response(
-        _raise_for(await request.app[NODE].propose({"op": "delete", "key": key}))
+        raise_for(await request.app[NODE].propose({"op": "delete", "key": key}))
     )
 
 
@@ -494,9 +417,9 @@ async def election_campaign(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     cfg = request.app[CONFIG]
     doc = await _body(request)
-    lease = _integer(doc, "lease", required=True, minimum=1)
+    lease = integer(doc, "lease", required=True, minimum=1)
     assert lease is not None
-    value = _string(doc, "value", cfg.max_value_bytes) or ""
+    value = string(doc, "value", cfg.max_value_bytes) or ""
     prefix = f"{ELECTIONS}{name}/"
     node, key = await _queue_for(request, prefix, lease, value)
     mine = await _wait_first(node, prefix, key, 30.0)
@@ -505,7 +428,7 @@ async def election_campaign(request: web.Request) -> web.Response:
 
 async def election_leader(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    node = await _read(request)
+    node = await ops.read_view(request.app[NODE], request.query.get("consistency"))
     owners = _owners(node, f"{ELECTIONS}{name}/")
     if not owners:
         raise NotFound(f"election {name!r} has no leader")
@@ -518,11 +441,11 @@ async def election_leader(request: web.Request) -> web.Response:
 async def election_resign(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     doc = await _body(request)
-    key = _string(doc, "key", request.app[CONFIG].max_key_bytes) or ""
+    key = string(doc, "key", request.app[CONFIG].max_key_bytes) or ""
     if not key.startswith(f"{ELECTIONS}{name}/"):
         raise BadRequest(f"'key' must be the key returned by the campaign in {name!r}")
     return web.json_response(
-        _raise_for(await request.app[NODE].propose({"op": "delete", "key": key}))
+        raise_for(await request.app[NODE].propose({"op": "delete", "key": key}))
     )
 
 
@@ -535,13 +458,13 @@ async def cluster(request: web.Request) -> web.Response:
 
 async def member_add(request: web.Request) -> web.Response:
     doc = await _body(request)
-    nid = _integer(doc, "id", required=True, minimum=1)
+    nid = integer(doc, "id", required=True, minimum=1)
     assert nid is not None
     try:
         member = Member(
             nid,
-            parse_addr(_string(doc, "peer", 256) or "", "peer"),
-            parse_addr(_string(doc, "api", 256) or "", "api"),
+            parse_addr(string(doc, "peer", 256) or "", "peer"),
+            parse_addr(string(doc, "api", 256) or "", "api"),
         )
     except ValueError as e:
         raise BadRequest(str(e)) from e
@@ -571,7 +494,7 @@ async def member_remove(request: web.Request) -> web.Response:
 
 async def transfer(request: web.Request) -> web.Response:
     doc = await _body(request)
-    to = _integer(doc, "to", required=True, minimum=1)
+    to = integer(doc, "to", required=True, minimum=1)
     assert to is not None
     node = request.app[NODE]
     await node.transfer_leadership(to)
@@ -643,6 +566,7 @@ def make_app(node: Node) -> web.Application:
     r.add_delete("/v1/kv", kv_delete_prefix)
     r.add_post("/v1/txn", txn)
     r.add_get("/v1/watch", watch_stream)
+    r.add_get("/v1/channel", channel)
     r.add_post("/v1/leases", lease_grant)
     r.add_get("/v1/leases", lease_list)
     r.add_post("/v1/leases/{id}/keepalive", lease_keepalive)

@@ -112,6 +112,11 @@ DOCUMENT: dict[str, Any] = {
                 **SESSION,
             )
         },
+        "/v1/channel": {
+            "get": op(
+                "Pipelined channel: a WebSocket of msgpack requests and answers (see README)."
+            )
+        },
         "/v1/watch": {
             "get": op(
                 "Server-sent events of changes from a revision.",
