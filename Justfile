@@ -33,5 +33,6 @@ sim *args:
 sim-bench seconds="20":
     {{py}} -m sim bench --seconds {{seconds}}
 
-# All benchmarks (more arrive with the daemon).
-bench: sim-bench
+# All benchmarks, written to docs/benchmarks.md (peers measured in the same run).
+bench *args:
+    {{py}} -m bench {{args}}

@@ -420,30 +420,29 @@ class Channel:
             async for msg in self.ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     break
-                doc = msgpack.unpackb(msg.data, raw=False)
-                got = self._waiting.pop(doc.get("id"), None)
-                if got is None:
-                    continue
-                fut, _ = got
-                if fut.done():
-                    continue
-                if 200 <= doc["status"] < 300:
-                    fut.set_result(doc["body"])
-                else:
-                    err = doc["body"].get("error", {})
-                    code = err.get("code", "internal")
-                    details = {k: v for k, v in err.items() if k not in ("code", "message")}
-                    fut.set_exception(
-                        ERRORS.get(code, CoordError)(
-                            code, err.get("message", ""), doc["status"], details
-                        )
-                    )
+                for doc in msgpack.unpackb(msg.data, raw=False):  # a frame: a list of answers
+                    self._settle(doc)
         finally:
             for fut, write in self._waiting.values():
                 if not fut.done():
                     cls = UnknownOutcome if write else Unavailable
                     fut.set_exception(cls(cls.__name__.lower(), "the channel closed"))
             self._waiting.clear()
+
+    def _settle(self, doc: dict[str, Any]) -> None:
+        got = self._waiting.pop(doc.get("id"), None)  # type: ignore[arg-type]
+        if got is None or got[0].done():
+            return
+        fut = got[0]
+        if 200 <= doc["status"] < 300:
+            fut.set_result(doc["body"])
+            return
+        err = doc["body"].get("error", {})
+        code = err.get("code", "internal")
+        details = {k: v for k, v in err.items() if k not in ("code", "message")}
+        fut.set_exception(
+            ERRORS.get(code, CoordError)(code, err.get("message", ""), doc["status"], details)
+        )
 
     async def request(self, op: str, *, write: bool = False, **args: Any) -> Any:
         import msgpack

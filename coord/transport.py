@@ -105,6 +105,7 @@ class Transport:
         self._peers = {pid: _Peer(addr) for pid, addr in peers.items() if pid != node_id}
         self._server: asyncio.Server | None = None
         self._inbound: set[asyncio.Task[None]] = set()
+        self._inbound_writers: set[asyncio.StreamWriter] = set()
         self._closing = False
 
     # ---- lifecycle ----------------------------------------------------------------
@@ -120,6 +121,12 @@ class Transport:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        # Inbound readers end on their own once their sockets close (cancelling them
+        # instead trips asyncio's stream callback); writers are ours to cancel.
+        for w in list(self._inbound_writers):
+            w.close()
+        if self._inbound:
+            await asyncio.wait(list(self._inbound), timeout=2)
         tasks = [p.task for p in self._peers.values() if p.task] + list(self._inbound)
         for t in tasks:
             t.cancel()
@@ -224,6 +231,7 @@ class Transport:
             writer.close()
             return
         self._inbound.add(task)
+        self._inbound_writers.add(writer)
         peer = writer.get_extra_info("peername")
         try:
             await self._read_frames(reader, writer, peer)
@@ -233,6 +241,7 @@ class Transport:
             pass  # the other side went away mid-frame: nothing to deliver
         finally:
             self._inbound.discard(task)
+            self._inbound_writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -382,9 +382,9 @@ def test_channel_rejects_garbage_frames_and_keeps_serving(cluster: Cluster) -> N
                 await ws.send_bytes(frame)
                 msg = await ws.receive(timeout=5)
                 assert msg.type == WSMsgType.BINARY
-                answers.append(msgpack.unpackb(msg.data))
+                answers.extend(msgpack.unpackb(msg.data))
             await ws.send_bytes(msgpack.packb({"id": 9, "op": "put", "key": "g", "value": "ok"}))
-            answers.append(msgpack.unpackb((await ws.receive(timeout=5)).data))
+            answers.extend(msgpack.unpackb((await ws.receive(timeout=5)).data))
             return answers
 
     answers = asyncio.run(go())

@@ -197,10 +197,10 @@ async def channel(request: web.Request) -> web.WebSocketResponse:
     """One WebSocket, many requests in flight: binary msgpack frames both ways.
 
     Request ``{"id": n, "op": "put"|"get"|"delete"|"range"|"txn"|"lease_grant"|
-    "lease_keepalive"|"lease_revoke", ...arguments, "client"?, "seq"?}``; answer
-    ``{"id": n, "status": 200|4xx|5xx, "body": result or {"error": ...}}``, in
-    whatever order they finish. Same operations, checks and errors as the HTTP
-    routes (coord/server/ops.py). Not forwarded: a follower answers
+    "lease_keepalive"|"lease_revoke", ...arguments, "client"?, "seq"?}``; answers
+    come as frames holding a list of ``{"id": n, "status": 200|4xx|5xx, "body":
+    result or {"error": ...}}``, in whatever order they finish. Same operations,
+    checks and errors as the HTTP routes (coord/server/ops.py). Not forwarded: a follower answers
     ``not_leader`` with the leader's address and the client reconnects there.
     """
     node = request.app[NODE]
@@ -208,14 +208,21 @@ async def channel(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=cfg.max_body_bytes, heartbeat=30)
     await ws.prepare(request)
     slots = asyncio.Semaphore(4096)  # requests in flight per connection: backpressure
-    send = asyncio.Lock()
     tasks: set[asyncio.Task[None]] = set()
+    outbox: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+
+    async def flush() -> None:
+        # Everything answered in one turn of the loop leaves in one frame (a list).
+        batch = outbox[:]
+        outbox.clear()
+        if batch and not ws.closed:
+            await ws.send_bytes(msgpack.packb(batch, use_bin_type=True))
 
     async def answer(rid: Any, status: int, body: dict[str, Any]) -> None:
-        frame = msgpack.packb({"id": rid, "status": status, "body": body}, use_bin_type=True)
-        async with send:
-            if not ws.closed:
-                await ws.send_bytes(frame)
+        if not outbox:
+            loop.call_soon(lambda: loop.create_task(flush()))
+        outbox.append({"id": rid, "status": status, "body": body})
 
     async def serve_one(data: bytes) -> None:
         rid: Any = None

@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,8 @@ class Node:
         self._read_waiters: list[asyncio.Future[None]] = []
         self._read_batches: dict[int, _ReadBatch] = {}
         self._read_seq = 0
+        # (deadline, future) in the order requests came; all share one timeout.
+        self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self._lease_deadline: dict[int, float] = {}
         self._revoking: set[int] = set()
         self._role = Role.FOLLOWER
@@ -245,6 +248,7 @@ class Node:
                 self._crash(f"broken invariant on tick: {e}")
                 return
             self._expire_leases()
+            self._expire_waits()
             self._wake.set()
 
     # ---- the Ready loop -----------------------------------------------------------------
@@ -268,11 +272,13 @@ class Node:
                     for e in rd.entries:
                         if e.kind is EntryKind.CONFIG:
                             self._note_config(e.data)
-                    if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+                    if rd.must_sync:
                         started = time.perf_counter()
                         await loop.run_in_executor(self._disk, self.storage.persist, rd)
-                        if rd.must_sync:
-                            self._record_fsync(time.perf_counter() - started)
+                        self._record_fsync(time.perf_counter() - started)
+                    elif rd.hard_state is not None:
+                        # Only the commit index moved: a small unsynced write, no thread hop.
+                        self.storage.persist(rd)
                     for m in rd.persisted_messages:
                         transport.send(m)
                     self._apply(rd)
@@ -521,10 +527,9 @@ class Node:
         return await self._await_outcome(fut)
 
     async def _await_outcome(self, fut: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.cfg.request_timeout_s)
-        except TimeoutError as e:
-            raise UnknownOutcome(f"not committed within {self.cfg.request_timeout_s}s") from e
+        # No timer per request: the ticker sweeps deadlines (see _expire_waits).
+        self._deadlines.append((time.monotonic() + self.cfg.request_timeout_s, fut))
+        return await fut
 
     async def read_barrier(self) -> None:
         """Wait until a linearizable read may be served here (ReadIndex, batched)."""
@@ -534,10 +539,28 @@ class Node:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._read_waiters.append(fut)
         self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), self.cfg.request_timeout_s)
-        except TimeoutError as e:
-            raise Unavailable("could not confirm leadership in time") from e
+        self._deadlines.append((time.monotonic() + self.cfg.request_timeout_s, fut))
+        await fut
+
+    def _expire_waits(self) -> None:
+        """Requests past their deadline: a write's outcome is unknown, a read failed."""
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, fut = deadlines.popleft()
+            if not fut.done():
+                if fut in self._read_set():
+                    fut.set_exception(Unavailable("could not confirm leadership in time"))
+                else:
+                    fut.set_exception(
+                        UnknownOutcome(f"not committed within {self.cfg.request_timeout_s}s")
+                    )
+
+    def _read_set(self) -> set[asyncio.Future[Any]]:
+        waiting: set[asyncio.Future[Any]] = set(self._read_waiters)
+        for batch in self._read_batches.values():
+            waiting.update(batch.waiters)
+        return waiting
 
     def _start_reads(self) -> None:
         """All reads that arrived since the last round share one heartbeat round."""

@@ -111,11 +111,13 @@ class StateMachine:
         if op == "txn":
             return self._txn(cmd)
         if op in ("put", "delete"):
-            result = self._txn({"success": [cmd]})
-            if "error" in result:
-                return result
-            single: Result = result["results"][0]
-            return single
+            # A transaction of one operation, without the transaction's bookkeeping.
+            refusal = self._check(cmd, set())
+            if refusal is not None:
+                return refusal
+            result = self._run(cmd)
+            self._finish()
+            return result
         if op == "lease_grant":
             return self._lease_grant(index, cmd)
         if op == "lease_revoke":

@@ -1,0 +1,286 @@
+"""Writes per second and latency through the API: coord against etcd 3.4, same run.
+
+    python -m bench.api [--seconds 5]
+
+Three coord nodes (fsync on: one fdatasync per batch) and three etcd members
+(Debian's etcd-server; it fsyncs too), all on loopback, one system at a time
+on the same machine. The same aiohttp load generator drives both: N workers,
+each writing 256-byte values to its own keys back to back, for a fixed time.
+coord is measured over HTTP (PUT /v1/kv/{key}) and over the pipelined channel
+(one WebSocket, many writes in flight); etcd through its JSON gateway
+(POST /v3/kv/put). Every process is started here and stopped here, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+VALUE = "v" * 256
+
+
+@dataclass
+class Result:
+    system: str
+    clients: int
+    writes: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.writes / self.seconds
+
+    def pct(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
+
+
+# ---- systems under test ----------------------------------------------------------------------
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: list[str], log: Path) -> None:
+        f = open(log, "ab")  # noqa: SIM115 - the child owns it
+        self.procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        self.procs = []
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready")
+
+
+def start_coord(d: Path, base: int) -> tuple[Procs, str]:
+    procs = Procs()
+    secret = d / "secret"
+    secret.write_text(secrets.token_hex(32))
+    members = [f"{i}=127.0.0.1:{base + i}/127.0.0.1:{base + 100 + i}" for i in (1, 2, 3)]
+    for i in (1, 2, 3):
+        cmd = [sys.executable, "-m", "coord", "run", "--id", str(i), "--data-dir", str(d / "coord")]
+        cmd += ["--secret-file", str(secret), "--log-level", "warning"]
+        for m in members:
+            cmd += ["--member", m]
+        procs.start(cmd, d / f"coord-{i}.log")
+    for i in (1, 2, 3):
+        wait_http(f"http://127.0.0.1:{base + 100 + i}/readyz")
+    import json
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{base + 101}/v1/cluster", timeout=2) as r:
+        leader_api = json.loads(r.read())["leader_api"]
+    return procs, f"http://{leader_api}"
+
+
+def start_etcd(d: Path, base: int) -> tuple[Procs, str]:
+    procs = Procs()
+    names = {i: f"e{i}" for i in (1, 2, 3)}
+    peers = ",".join(f"{names[i]}=http://127.0.0.1:{base + 200 + i}" for i in (1, 2, 3))
+    for i in (1, 2, 3):
+        cmd = [
+            "etcd",
+            "--name",
+            names[i],
+            "--data-dir",
+            str(d / f"etcd-{i}"),
+            "--listen-client-urls",
+            f"http://127.0.0.1:{base + 300 + i}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{base + 300 + i}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{base + 200 + i}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{base + 200 + i}",
+            "--initial-cluster",
+            peers,
+            "--initial-cluster-state",
+            "new",
+            "--log-level",
+            "error",
+        ]
+        procs.start(cmd, d / f"etcd-{i}.log")
+    for i in (1, 2, 3):
+        wait_http(f"http://127.0.0.1:{base + 300 + i}/health")
+    # Find the leader: the gateway's status call names it.
+    import json
+
+    for i in (1, 2, 3):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{base + 300 + i}/v3/maintenance/status", data=b"{}", method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=2) as r:
+            st = json.loads(r.read())
+        if st.get("leader") == st.get("header", {}).get("member_id"):
+            return procs, f"http://127.0.0.1:{base + 300 + i}"
+    return procs, f"http://127.0.0.1:{base + 301}"
+
+
+# ---- load ------------------------------------------------------------------------------------
+
+
+async def load_http(system: str, url: str, clients: int, seconds: float, max_writes: int) -> Result:
+    latencies: list[float] = []
+    stop_at = time.monotonic() + seconds
+    count = 0
+
+    async def worker(w: int, session: aiohttp.ClientSession) -> None:
+        nonlocal count
+        n = 0
+        while time.monotonic() < stop_at and count < max_writes:
+            key = f"bench/{w}/{n}"
+            n += 1
+            t0 = time.perf_counter()
+            if system == "etcd":
+                body = {
+                    "key": base64.b64encode(key.encode()).decode(),
+                    "value": base64.b64encode(VALUE.encode()).decode(),
+                }
+                async with session.post(f"{url}/v3/kv/put", json=body) as r:
+                    await r.read()
+                    ok = r.status == 200
+            else:
+                async with session.put(f"{url}/v1/kv/{key}", json={"value": VALUE}) as r:
+                    await r.read()
+                    ok = r.status == 200
+            if ok:
+                latencies.append(time.perf_counter() - t0)
+                count += 1
+
+    started = time.monotonic()
+    conn = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        await asyncio.gather(*(worker(w, session) for w in range(clients)))
+    return Result(system, clients, count, time.monotonic() - started, latencies)
+
+
+async def load_channel(url: str, in_flight: int, seconds: float, max_writes: int) -> Result:
+    import msgpack
+
+    latencies: list[float] = []
+    stop_at = time.monotonic() + seconds
+    count = 0
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{url}/v1/channel") as ws:
+        waiting: dict[int, float] = {}
+        next_id = 0
+        done = asyncio.Event()
+
+        async def reader() -> None:
+            nonlocal count
+            async for msg in ws:
+                for doc in msgpack.unpackb(msg.data, raw=False):
+                    t0 = waiting.pop(doc["id"], None)
+                    if t0 is not None and doc["status"] == 200:
+                        latencies.append(time.perf_counter() - t0)
+                        count += 1
+                if not waiting and done.is_set():
+                    return
+
+        rt = asyncio.get_running_loop().create_task(reader())
+        while time.monotonic() < stop_at and next_id < max_writes:
+            while len(waiting) >= in_flight:
+                await asyncio.sleep(0)
+            next_id += 1
+            waiting[next_id] = time.perf_counter()
+            await ws.send_bytes(
+                msgpack.packb(
+                    {"id": next_id, "op": "put", "key": f"pipe/{next_id}", "value": VALUE}
+                )
+            )
+        done.set()
+        try:
+            await asyncio.wait_for(rt, 10)
+        except TimeoutError:
+            rt.cancel()
+    return Result("coord channel", in_flight, count, time.monotonic() - started, latencies)
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+
+def run(seconds: float = 5.0, max_writes: int = 200_000) -> str:
+    """Measure both systems; the Markdown table."""
+    base = 30000 + secrets.randbelow(200) * 100
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="coord-bench-") as tmp:
+        d = Path(tmp)
+        procs, url = start_coord(d, base)
+        try:
+            for c in (1, 64):
+                results.append(asyncio.run(load_http("coord", url, c, seconds, max_writes)))
+            results.append(asyncio.run(load_channel(url, 512, seconds, max_writes)))
+        finally:
+            procs.stop()
+        procs, url = start_etcd(d, base)
+        try:
+            for c in (1, 64):
+                results.append(asyncio.run(load_http("etcd", url, c, seconds, max_writes)))
+        finally:
+            procs.stop()
+    return render(results)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.api")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--max-writes", type=int, default=200_000)
+    args = ap.parse_args()
+    if shutil.which("etcd") is None:
+        print("etcd is not installed: apt-get install -y etcd-server etcd-client", file=sys.stderr)
+        return 2
+    print(run(args.seconds, args.max_writes))
+    return 0
+
+
+def render(results: list[Result]) -> str:
+    by = {(r.system, r.clients): r for r in results}
+    lines = [
+        "| system | clients | writes/s | p50 ms | p99 ms | vs etcd (writes/s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        peer = by.get(("etcd", r.clients)) or by.get(("etcd", 64))
+        ratio = f"{r.rate / peer.rate:.2f}x" if peer and r.system != "etcd" else ""
+        label = f"{r.clients} in flight" if r.system == "coord channel" else str(r.clients)
+        p50, p99 = r.pct(0.5), r.pct(0.99)
+        lines.append(f"| {r.system} | {label} | {r.rate:,.0f} | {p50:.1f} | {p99:.1f} | {ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
