@@ -5,6 +5,8 @@
     coord cluster up [--nodes 3] [--dir .coord] [--base-port 7000] [--detach]
     coord cluster down [--dir .coord]
     coord snapshot save FILE [--endpoint http://127.0.0.1:8001]
+    coord snapshot restore FILE --id 1 --member 1=... --member 2=... [--data-dir DIR]
+    coord snapshot restore FILE --config node.toml
 
 Exit status: 0 ok, 1 failure (including a node that stopped on an error),
 2 usage, 3 storage refused (corrupt data: the message names file and offset).
@@ -32,6 +34,7 @@ from aiohttp import web
 
 from coord.storage import CorruptStorage
 
+from .restore import RestoreError, restore
 from .server.api import make_app
 from .server.config import ConfigError, NodeConfig, build, load_toml
 from .server.node import Node
@@ -279,6 +282,39 @@ def cmd_snapshot_save(args: argparse.Namespace) -> int:
     return 0
 
 
+def restore_config(args: argparse.Namespace) -> NodeConfig:
+    """Which node, which members, which data directory: read as `coord run` reads them."""
+    doc: dict[str, Any] = load_toml(Path(args.config)) if args.config else {}
+    ident = args.id if args.id is not None else doc.get("id")
+    if type(ident) is not int:
+        raise ConfigError("which node is this? --id or id (an integer) in the config")
+    members = args.member or doc.get("members") or []
+    if not members:
+        raise ConfigError("no members: --member ID=PEER_HOST:PORT/API_HOST:PORT (repeat for each)")
+    # A restore writes no secret; build() wants one only to check it, and checks the
+    # rest (member syntax, unique ids, this node listed) exactly as for `coord run`.
+    return build(
+        id=ident,
+        data_dir=args.data_dir or doc.get("data_dir") or "data",
+        members=list(members),
+        secret=b"-" * 16,
+    )
+
+
+def cmd_snapshot_restore(args: argparse.Namespace) -> int:
+    cfg = restore_config(args)
+    try:
+        got = restore(Path(args.file), cfg.data_dir, cfg.id, cfg.members)
+    except RestoreError as e:
+        print(f"coord: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"coord: restored revision {got.revision} ({got.keys} keys) from {args.file} "
+        f"for node {cfg.id} of a new {len(cfg.members)}-member cluster into {got.directory}"
+    )
+    return 0
+
+
 # ---- entry -----------------------------------------------------------------------------------
 
 
@@ -319,6 +355,17 @@ def parser() -> argparse.ArgumentParser:
     save.add_argument("file")
     save.add_argument("--endpoint", default="http://127.0.0.1:7101")
     save.set_defaults(fn=cmd_snapshot_save)
+    rest = ssub.add_parser(
+        "restore", help="make a node's data directory for a new cluster from a saved file"
+    )
+    rest.add_argument("file")
+    rest.add_argument("--config", help="a TOML file as for `coord run` (flags override it)")
+    rest.add_argument("--id", type=int)
+    rest.add_argument(
+        "--member", action="append", help="ID=PEER_HOST:PORT/API_HOST:PORT, once per new member"
+    )
+    rest.add_argument("--data-dir", help="as for `coord run` (the node's data goes in node-ID)")
+    rest.set_defaults(fn=cmd_snapshot_restore)
     return p
 
 

@@ -33,12 +33,14 @@ from coord.store import StateMachine, encode
 
 from .disk import SimDisk
 from .history import OpKind
+from .node_services import NodeServices
+from .services import LeaseRequest, WatchRequest
 from .workload import ClientReply, ClientRequest
 
 if TYPE_CHECKING:
     from .world import World
 
-Token = ClientRequest
+Token = Any  # ClientRequest | LeaseRequest | RevokeToken
 
 
 class SimNode:
@@ -59,12 +61,13 @@ class SimNode:
         self._persisting: Ready | None = None
         self.tracker: ProposalTracker[Token] = ProposalTracker()
         # (client, req) -> (term we led in, request): awaiting a ReadState
-        self._reads: dict[tuple[int, int], tuple[int, ClientRequest]] = {}
-        self._reads_ready: list[tuple[int, ClientRequest]] = []  # (index, request)
+        self._reads: dict[tuple[int, int], tuple[int, ClientRequest | LeaseRequest]] = {}
+        self._reads_ready: list[tuple[int, ClientRequest | LeaseRequest]] = []  # (index, request)
         self._snap_pending: tuple[int, bytes] | None = None  # (index, data) to compact at
         self.snapshots_installed = 0
         self.role = Role.FOLLOWER
         self._term = 0
+        self.svc = NodeServices(self)
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -72,6 +75,7 @@ class SimNode:
         restored = self.disk.recover()
         self.core = self.node_class(self.cfg, self.rng, restored)
         self.sm = StateMachine()
+        self.svc.attach(self.sm)
         if restored.snapshot is not None:
             self.sm.restore(restored.snapshot.data)
         self.tracker = ProposalTracker()
@@ -130,6 +134,11 @@ class SimNode:
     def _dispatch(self, payload: Any) -> None:
         if isinstance(payload, ClientRequest):
             self._on_client(payload)
+        elif isinstance(payload, LeaseRequest):
+            self.svc.on_request(payload)
+            self.pump()
+        elif isinstance(payload, WatchRequest):
+            self.svc.on_watch(payload)
         else:
             self._on_raft(payload)
 
@@ -139,6 +148,7 @@ class SimNode:
     def _tick(self) -> None:
         assert self.core is not None
         self.core.tick()
+        self.svc.tick()
         self.pump()
         self._schedule_tick()
 
@@ -195,7 +205,8 @@ class SimNode:
                     world.dedup_entries.add(e.index)
                 elif "error" not in result:
                     cmd = msgpack.unpackb(e.data, raw=False)
-                    world.checker.on_executed(self.id, cmd["client"], cmd["seq"], e.index)
+                    if "client" in cmd:  # lease traffic has no session
+                        world.checker.on_executed(self.id, cmd["client"], cmd["seq"], e.index)
             resolved = self.tracker.applied(e)
             if resolved is not None:
                 self._answer(resolved, result)
@@ -226,6 +237,8 @@ class SimNode:
             return
         if core.role is Role.LEADER:
             self.world.checker.on_leader(self.id, core)
+        if core.role is not self.role:
+            self.svc.role_changed(core.role)
         self.role, self._term = core.role, core.term
         self.world.role_changed(self.id, core.role, core.term)
 
@@ -289,8 +302,16 @@ class SimNode:
             }
         )
 
+    def track_read(self, req: LeaseRequest) -> None:
+        core = self.core
+        assert core is not None
+        self._reads[(req.client, req.req)] = (core.term, req)
+
     def _answer(self, r: Resolved[Token], result: Any) -> None:
         req = r.token
+        if not isinstance(req, ClientRequest):
+            self.svc.answer(r, result)
+            return
         match r.outcome:
             case Outcome.COMMITTED:
                 err = result.get("error") if isinstance(result, dict) else None
@@ -310,7 +331,9 @@ class SimNode:
             return
         keep = []
         for index, req in self._reads_ready:
-            if index <= applied:
+            if index <= applied and isinstance(req, LeaseRequest):
+                self.svc.keepalive_ready(req)
+            elif index <= applied:
                 kv = self.sm.get(req.key)
                 self._reply(req, "ok", None if kv is None else int(kv.value))
             else:
@@ -319,7 +342,7 @@ class SimNode:
 
     def _reply(
         self,
-        req: ClientRequest,
+        req: ClientRequest | LeaseRequest,
         status: str,
         result: Any = None,
         leader: int = 0,

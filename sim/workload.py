@@ -56,6 +56,9 @@ class WorkloadParams:
     timeout_us: int = 1500 * MS
     retry_unknown: int = 0  # how many times to retry an unknown write
     hosts: list[int] = field(default_factory=list)  # where clients live; [] = spread over nodes
+    lease_holders: int = 2  # clients keeping leases alive (and walking away from them)
+    lease_ttl_s: int = 2
+    watchers: int = 2  # clients watching the store, resuming across failures
 
 
 class Client:

@@ -29,10 +29,12 @@ from coord.raft import (
 from coord.raft.confchange import bootstrap
 
 from .checkers.raft import RaftChecker
+from .checkers.store import LeaseChecker, WatchChecker
 from .history import History, Op, Outcome
 from .loop import MS, Loop, fmt_time
 from .net import LinkParams, Network
 from .node import SimNode
+from .services import LeaseHolder, WatchClient, WatchMsg
 from .workload import Client, ClientReply, WorkloadParams
 
 
@@ -100,6 +102,9 @@ class World:
         self.recent: deque[str] = deque(maxlen=30)
         self.trace_lines: list[str] | None = [] if keep_trace else None
         self.checker = RaftChecker(self._report)
+        self.watch_checker = WatchChecker(self._report)
+        self.lease_checker = LeaseChecker(self._report)
+        self.services: dict[int, LeaseHolder | WatchClient] = {}
         self.stopped = False
         self.dedup_entries: set[int] = set()  # log indexes of retries answered from sessions
         self.leader_hooks: list[Callable[[int, int], None]] = []  # called as a node takes office
@@ -153,6 +158,37 @@ class World:
             )
             self.clients[cid] = client
             client.start()
+        self._start_services(wp, len(self.clients))
+
+    def _start_services(self, wp: WorkloadParams, first: int) -> None:
+        rates = [n.rate for n in self.nodes.values()]
+        self.lease_checker.fastest, self.lease_checker.slowest = min(rates), max(rates)
+        hosts = sorted(self.nodes)
+        for k in range(wp.lease_holders + wp.watchers):
+            cid = first + k + 1
+            host = hosts[(k + 1) % len(hosts)]
+            rng = random.Random(self.client_rng.getrandbits(64))
+            svc: LeaseHolder | WatchClient
+            if k < wp.lease_holders:
+                svc = LeaseHolder(
+                    cid,
+                    host,
+                    self.member_ids,
+                    self.loop,
+                    rng,
+                    self.net.send,
+                    self.trace,
+                    self.lease_checker,
+                    wp.lease_ttl_s,
+                    wp.timeout_us,
+                )
+            else:
+                prefix = ("", "k", "lease/")[(k - wp.lease_holders) % 3]
+                svc = WatchClient(
+                    cid, host, self.member_ids, self.loop, rng, self.net.send, self.trace, prefix
+                )
+            self.services[cid] = svc
+            svc.start()
 
     def run_until(self, t_us: int, stop: Callable[[], bool] | None = None) -> None:
         def halt() -> bool:
@@ -163,6 +199,8 @@ class World:
     def stop_clients(self) -> None:
         for c in self.clients.values():
             c.stop()
+        for cid in sorted(self.services):
+            self.services[cid].stop()
 
     def guard(self, nid: int, fn: Callable[..., None], *args: Any) -> None:
         """Run a node's event; a broken assertion inside the core is a violation."""
@@ -186,7 +224,17 @@ class World:
         self.net.send(src, m.dst, m)
 
     def _deliver(self, src: int, dst: int, payload: Any) -> None:
+        if isinstance(payload, WatchMsg):
+            svc = self.services.get(payload.client)
+            if isinstance(svc, WatchClient) and svc.host == dst:
+                svc.on_watch(payload)
+            return
         if isinstance(payload, ClientReply):
+            holder = self.services.get(payload.client)
+            if isinstance(holder, LeaseHolder):
+                if holder.host == dst:
+                    holder.on_reply(payload)
+                return
             op = self.script_ops.get(payload.client)
             if op is not None:
                 self._script_reply(op, payload)
@@ -382,3 +430,7 @@ class World:
         ]
         for text in self.checker.lost_writes(acked):  # type: ignore[arg-type]
             self._report("lost-write", (), text)
+        for cid in sorted(self.services):
+            svc = self.services[cid]
+            if isinstance(svc, WatchClient):
+                self.watch_checker.judge(cid, svc.segments)

@@ -46,6 +46,7 @@ from coord.raft import (
 from coord.raft.proposals import Outcome, ProposalTracker
 from coord.storage import Storage
 from coord.store import StateMachine, encode
+from coord.store.leases import LeaseClock
 from coord.store.mvcc import Event
 from coord.transport import Transport
 
@@ -122,8 +123,7 @@ class Node:
         self._read_seq = 0
         # (deadline, future) in the order requests came; all share one timeout.
         self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()
-        self._lease_deadline: dict[int, float] = {}
-        self._revoking: set[int] = set()
+        self.leases = LeaseClock()
         self._role = Role.FOLLOWER
         self._term = 0
         self._snap_pending: tuple[int, bytes] | None = None
@@ -139,6 +139,7 @@ class Node:
         }
         self.sm.on_lease = self._lease_applied
         self.sm.on_events = self._events_applied
+        self.sm.on_gap = self._watch_gap
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -308,9 +309,7 @@ class Node:
         if core.role is Role.LEADER:
             self.metrics["leader_changes"] += 1  # type: ignore[operator]
             # A new leader restarts every lease's countdown: never expire early.
-            now = time.monotonic()
-            self._lease_deadline = {i: now + ttl for i, (ttl, _) in self.sm.leases.items()}
-            self._revoking = set()
+            self.leases.lead(time.monotonic(), [(i, t) for i, (t, _) in self.sm.leases.items()])
         self._role, self._term = core.role, core.term
 
     def _apply(self, rd: Ready) -> None:
@@ -354,8 +353,8 @@ class Node:
                 for f in batch.waiters:
                     if not f.done():
                         f.set_exception(self._not_leader())
-        if core.role is not Role.LEADER:
-            self._revoking = set()
+        if core.role is not Role.LEADER and self.leases.leading:
+            self.leases.step_down()
 
     def _resolve(self, fut: asyncio.Future[dict[str, Any]], outcome: Outcome, result: Any) -> None:
         key = {
@@ -584,10 +583,9 @@ class Node:
 
     def _lease_applied(self, lease_id: int, ttl: int | None) -> None:
         if ttl is None:
-            self._lease_deadline.pop(lease_id, None)
-            self._revoking.discard(lease_id)
-        elif self._role is Role.LEADER:
-            self._lease_deadline[lease_id] = time.monotonic() + ttl
+            self.leases.revoked(lease_id)
+        else:
+            self.leases.granted(lease_id, ttl, time.monotonic())
 
     async def lease_keepalive(self, lease_id: int) -> int:
         """Restart a lease's countdown; only a leader that has just confirmed itself may."""
@@ -595,28 +593,25 @@ class Node:
         got = self.sm.leases.get(lease_id)
         if got is None:
             raise LeaseNotFound(f"lease {lease_id} does not exist")
-        self._lease_deadline[lease_id] = time.monotonic() + got[0]
+        if not self.leases.keepalive(lease_id, got[0], time.monotonic()):
+            if not self.is_leader:
+                raise self._not_leader()
+            raise LeaseNotFound(f"lease {lease_id} has expired")
         return got[0]
 
     def lease_remaining(self, lease_id: int) -> float | None:
-        deadline = self._lease_deadline.get(lease_id)
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.leases.remaining(lease_id, time.monotonic())
 
     def _expire_leases(self) -> None:
-        if self._role is not Role.LEADER:
-            return
-        now = time.monotonic()
-        for lease_id, deadline in sorted(self._lease_deadline.items()):
-            if deadline <= now and lease_id not in self._revoking:
-                self._revoking.add(lease_id)
-                asyncio.get_running_loop().create_task(self._revoke_expired(lease_id))
+        for lease_id in self.leases.due(time.monotonic()):
+            asyncio.get_running_loop().create_task(self._revoke_expired(lease_id))
 
     async def _revoke_expired(self, lease_id: int) -> None:
         try:
-            await self.propose({"op": "lease_revoke", "id": lease_id})
+            await self.propose({"op": "lease_revoke", "id": lease_id, "reason": "expired"})
             log.info("node %d: lease %d expired and was revoked", self.id, lease_id)
         except NodeError as e:
-            self._revoking.discard(lease_id)  # retried on a later tick while we lead
+            self.leases.revoke_failed(lease_id)  # retried on a later tick while we lead
             log.info("node %d: revoking expired lease %d: %s", self.id, lease_id, e)
 
     # ---- watches ------------------------------------------------------------------------
@@ -624,6 +619,12 @@ class Node:
     def _events_applied(self, events: list[Event]) -> None:
         for w in list(self.watchers):
             w.offer(events)
+
+    def _watch_gap(self, resume_revision: int) -> None:
+        # A snapshot jumped past history we no longer have: each watcher is cut
+        # off with the revision to resume from (where it will learn to re-list).
+        for w in list(self.watchers):
+            w.cut_off()
 
     # ---- looking ------------------------------------------------------------------------
 

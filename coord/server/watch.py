@@ -50,6 +50,11 @@ class Watcher:
             self.overflowed = True
         self.wake.set()
 
+    def cut_off(self) -> None:
+        """The node can no longer say what this watcher missed: it must resume."""
+        self.overflowed = True
+        self.wake.set()
+
 
 async def watch(
     node: Node, prefix: str, start_revision: int, progress_s: float, max_pending: int = 10_000

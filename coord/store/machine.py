@@ -70,6 +70,9 @@ class StateMachine:
         self.on_events: Callable[[list[Event]], None] | None = None
         # Called with (lease id, ttl) when granted and (id, None) when revoked.
         self.on_lease: Callable[[int, int | None], None] | None = None
+        # Called when a restored snapshot skips changes its history no longer
+        # holds, with the first revision a watcher may have missed.
+        self.on_gap: Callable[[int], None] | None = None
 
     # ---- applying -----------------------------------------------------------------------
 
@@ -318,11 +321,31 @@ class StateMachine:
         for k, v, c, m, ver, lease in doc["keys"]:
             kv.keys[k] = KeyValue(k, v, c, m, ver, lease)
         kv.history.extend(_event_from_row(r) for r in doc["history"])
+        before = self.kv.revision
         self.kv = kv
         self.leases = {i: (ttl, set(keys)) for i, ttl, keys in doc["leases"]}
         self.sessions.load(doc["sessions"])
         self.applied_index = doc["applied"]
         self.members = {int(i): dict(m) for i, m in doc.get("members", [])}
+        self._bridge(before)
+
+    def _bridge(self, before: int) -> None:
+        """After a snapshot replaced the store: tell watchers what they missed.
+
+        A follower that installs a leader's snapshot jumps from revision
+        ``before`` to the snapshot's; watchers must still see every change in
+        between, exactly once: from the snapshot's history when it reaches
+        back far enough, else they are told of the gap and must re-list.
+        """
+        kv = self.kv
+        if kv.revision <= before:
+            return
+        if kv.compact_revision <= before:
+            missed = [e for e in kv.history if e.revision > before]
+            if missed and self.on_events is not None:
+                self.on_events(missed)
+        elif self.on_gap is not None:
+            self.on_gap(before + 1)
 
 
 def _kv_row(kv: KeyValue | None) -> list[Any] | None:
