@@ -87,7 +87,7 @@ class NodeServices:
         elif self.clock.leading:
             self.clock.step_down()
 
-    def _lease_applied(self, lease_id: int, ttl: int | None) -> None:
+    def _lease_applied(self, lease_id: int, ttl: float | None) -> None:
         w = self.node.world
         if ttl is not None:
             self.clock.granted(lease_id, ttl, self.local_s())

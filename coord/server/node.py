@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from coord.clustermap.controller import MapController
 from coord.raft import (
     ChangeType,
     ConfChange,
@@ -124,6 +125,7 @@ class Node:
         # (deadline, future) in the order requests came; all share one timeout.
         self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self.leases = LeaseClock()
+        self.map_ctl = MapController()
         self._role = Role.FOLLOWER
         self._term = 0
         self._snap_pending: tuple[int, bytes] | None = None
@@ -249,6 +251,7 @@ class Node:
                 self._crash(f"broken invariant on tick: {e}")
                 return
             self._expire_leases()
+            self._map_timers()
             self._expire_waits()
             self._wake.set()
 
@@ -310,6 +313,7 @@ class Node:
             self.metrics["leader_changes"] += 1  # type: ignore[operator]
             # A new leader restarts every lease's countdown: never expire early.
             self.leases.lead(time.monotonic(), [(i, t) for i, (t, _) in self.sm.leases.items()])
+            self.map_ctl.lead(time.monotonic())
         self._role, self._term = core.role, core.term
 
     def _apply(self, rd: Ready) -> None:
@@ -355,6 +359,8 @@ class Node:
                         f.set_exception(self._not_leader())
         if core.role is not Role.LEADER and self.leases.leading:
             self.leases.step_down()
+        if core.role is not Role.LEADER and self.map_ctl.leading:
+            self.map_ctl.step_down()
 
     def _resolve(self, fut: asyncio.Future[dict[str, Any]], outcome: Outcome, result: Any) -> None:
         key = {
@@ -581,13 +587,13 @@ class Node:
 
     # ---- leases -------------------------------------------------------------------------
 
-    def _lease_applied(self, lease_id: int, ttl: int | None) -> None:
+    def _lease_applied(self, lease_id: int, ttl: float | None) -> None:
         if ttl is None:
             self.leases.revoked(lease_id)
         else:
             self.leases.granted(lease_id, ttl, time.monotonic())
 
-    async def lease_keepalive(self, lease_id: int) -> int:
+    async def lease_keepalive(self, lease_id: int) -> float:
         """Restart a lease's countdown; only a leader that has just confirmed itself may."""
         await self.read_barrier()
         got = self.sm.leases.get(lease_id)
@@ -613,6 +619,40 @@ class Node:
         except NodeError as e:
             self.leases.revoke_failed(lease_id)  # retried on a later tick while we lead
             log.info("node %d: revoking expired lease %d: %s", self.id, lease_id, e)
+
+    # ---- the cluster map's timers and heartbeats -----------------------------------------
+
+    def _map_timers(self) -> None:
+        for cmd in self.map_ctl.due(time.monotonic(), self.sm.map):
+            asyncio.get_running_loop().create_task(self._propose_timer(cmd))
+
+    async def _propose_timer(self, cmd: dict[str, Any]) -> None:
+        try:
+            result = await self.propose(cmd)
+            log.info("node %d: %s -> %s", self.id, cmd["op"], result)
+        except NodeError as e:  # proposed again on a later tick if still due
+            log.info("node %d: %s: %s", self.id, cmd["op"], e)
+
+    async def node_heartbeat(self, node: str, lease: int) -> dict[str, Any]:
+        """A target node's agent: keep its lease alive and learn the VIPs it may serve.
+
+        The answer is computed after the keepalive restarted the countdown, on
+        a leader that has just confirmed itself, from the state applied at that
+        moment (its ``revision``): the agent's VIP rule rests on exactly this
+        order (target/vip.py).
+        """
+        ttl = await self.lease_keepalive(lease)
+        rec = self.sm.map.nodes.get(node)
+        if rec is None or not rec.get("live") or rec["lease"] != lease:
+            raise StaleLease(f"lease {lease} is not node {node!r}'s: register again")
+        return {
+            "node": node,
+            "lease": lease,
+            "ttl_ms": round(ttl * 1000),
+            "revision": self.sm.kv.revision,
+            "vips": self.sm.map.owned_vips(node),
+            "releasing": self.sm.map.releasing_vips(node),
+        }
 
     # ---- watches ------------------------------------------------------------------------
 
@@ -675,3 +715,10 @@ class Node:
 class LeaseNotFound(NodeError):
     code = "lease_not_found"
     status = 404
+
+
+class StaleLease(NodeError):
+    """The agent's lease is not its node's current one: it must register again."""
+
+    code = "stale_lease"
+    status = 409

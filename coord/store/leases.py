@@ -33,7 +33,7 @@ class LeaseClock:
         self.revoking: set[int] = set()
         self.leading = False
 
-    def lead(self, now: float, leases: Iterable[tuple[int, int]]) -> None:
+    def lead(self, now: float, leases: Iterable[tuple[int, float]]) -> None:
         """Taking office: every lease (id, ttl) gets a full TTL from now."""
         self.leading = True
         self.deadlines = {lease_id: now + ttl for lease_id, ttl in leases}
@@ -44,7 +44,7 @@ class LeaseClock:
         self.deadlines = {}
         self.revoking = set()
 
-    def granted(self, lease_id: int, ttl: int, now: float) -> None:
+    def granted(self, lease_id: int, ttl: float, now: float) -> None:
         if self.leading:
             self.deadlines[lease_id] = now + ttl
 
@@ -52,7 +52,7 @@ class LeaseClock:
         self.deadlines.pop(lease_id, None)
         self.revoking.discard(lease_id)
 
-    def keepalive(self, lease_id: int, ttl: int, now: float) -> bool:
+    def keepalive(self, lease_id: int, ttl: float, now: float) -> bool:
         """Restart the countdown; False if expiry is already on its way."""
         if not self.leading or lease_id in self.revoking:
             return False

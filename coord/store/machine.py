@@ -8,6 +8,7 @@ A command is a msgpack map written into a log entry by the leader:
     {"op": "lease_grant", "id": id (0: the entry's index), "ttl": seconds}
     {"op": "lease_revoke", "id": id}
     {"op": "compact", "revision": r}
+    {"op": "map.<operation>", ...}        the cluster map (coord/clustermap/apply.py)
 
 plus an envelope: "time_ms" (the leader's clock when it proposed; used for
 session expiry, so every replica decides alike), and for exactly-once writes
@@ -27,10 +28,19 @@ from typing import Any
 
 import msgpack
 
+from coord.clustermap import apply as map_ops
+from coord.clustermap.model import PREFIX as MAP_PREFIX
+from coord.clustermap.state import ClusterMap
+
 from . import sessions as sess
 from .mvcc import MVCC, Event, KeyValue
 
 Result = dict[str, Any]
+
+# Keys under this prefix belong to the cluster map: changed only by its own
+# validated operations ("map.*", coord/clustermap), never by plain puts,
+# deletes or transactions; read like any key.
+RESERVED = MAP_PREFIX
 
 COMPARE_TARGETS = {"value", "version", "create_revision", "mod_revision", "lease"}
 COMPARE_OPS = {"==", "=", "!=", "<", ">"}
@@ -61,15 +71,18 @@ def _int(d: dict[str, Any], name: str, default: int | None = None) -> int:
 class StateMachine:
     def __init__(self, max_history: int = 100_000) -> None:
         self.kv = MVCC(max_history)
-        self.leases: dict[int, tuple[int, set[str]]] = {}  # id -> (ttl seconds, keys)
+        # id -> (ttl seconds, keys); node liveness leases may have fractional TTLs
+        self.leases: dict[int, tuple[float, set[str]]] = {}
+        self.map = ClusterMap(self.kv)
         self.sessions = sess.Sessions()
         self.applied_index = 0
+        self.now_ms = 0  # the time stamped on the command being applied (the leader's clock)
         # member id -> {"peer": addr, "api": addr}: kept by the daemon, carried in snapshots
         self.members: dict[int, dict[str, str]] = {}
         # Called with the events of each applied change (the daemon feeds watches).
         self.on_events: Callable[[list[Event]], None] | None = None
         # Called with (lease id, ttl) when granted and (id, None) when revoked.
-        self.on_lease: Callable[[int, int | None], None] | None = None
+        self.on_lease: Callable[[int, float | None], None] | None = None
         # Called when a restored snapshot skips changes its history no longer
         # holds, with the first revision a watcher may have missed.
         self.on_gap: Callable[[int], None] | None = None
@@ -92,6 +105,7 @@ class StateMachine:
         now = cmd.get("time_ms", 0)
         if type(now) is not int:
             raise BadCommand("'time_ms' must be an integer")
+        self.now_ms = now
         client = cmd.get("client")
         if client is None:
             return self._apply(index, cmd)
@@ -124,7 +138,17 @@ class StateMachine:
         if op == "lease_grant":
             return self._lease_grant(index, cmd)
         if op == "lease_revoke":
-            return self._lease_revoke(_int(cmd, "id"))
+            reason = cmd.get("reason", "")
+            if type(reason) is not str:
+                raise BadCommand("'reason' must be a string")
+            return self._lease_revoke(_int(cmd, "id"), reason)
+        if isinstance(op, str) and op.startswith("map."):
+            ctx = map_ops.Ctx(index, self.now_ms, self)
+            result = map_ops.apply(self.map, cmd, ctx)
+            self._finish()
+            if "error" not in result:
+                result["revision"] = self.kv.revision
+            return result
         if op == "compact":
             rev = _int(cmd, "revision")
             if rev > self.kv.revision:
@@ -169,6 +193,8 @@ class StateMachine:
         op = o.get("op")
         if op == "put":
             key, _ = _str(o, "key"), _str(o, "value")
+            if key.startswith(RESERVED):
+                return error("bad_request", f"keys under {RESERVED} are the cluster map's")
             lease = _int(o, "lease", 0)
             if "prev_revision" in o:
                 prev = self.kv.get(key)
@@ -183,11 +209,9 @@ class StateMachine:
                 return error("lease_not_found", f"lease {lease} does not exist")
             keys = [key]
         elif op == "delete":
-            keys = (
-                [kv.key for kv in self.kv.range(_str(o, "prefix"))]
-                if "prefix" in o
-                else [_str(o, "key")]
-            )
+            keys = self._deletable(o)
+            if "key" in o and o["key"].startswith(RESERVED):
+                return error("bad_request", f"keys under {RESERVED} are the cluster map's")
         elif op == "get":
             _str(o, "key")
             return None
@@ -210,7 +234,7 @@ class StateMachine:
             self._put(o["key"], o["value"], o.get("lease", 0))
             return {"revision": self.kv.next_revision()}
         if op == "delete":
-            keys = [kv.key for kv in self.kv.range(o["prefix"])] if "prefix" in o else [o["key"]]
+            keys = self._deletable(o)
             deleted = sum(1 for k in keys if self._delete(k))
             return {
                 "revision": self.kv.next_revision() if deleted else self.kv.revision,
@@ -220,6 +244,14 @@ class StateMachine:
             kv = self.kv.get(o["key"])
             return {"kv": kv.to_dict() if kv else None}
         return {"kvs": [kv.to_dict() for kv in self.kv.range(o["prefix"])]}
+
+    def _deletable(self, o: dict[str, Any]) -> list[str]:
+        """The keys a delete names; a prefix delete passes over the map's keys."""
+        if "prefix" not in o:
+            return [_str(o, "key")]
+        return [
+            kv.key for kv in self.kv.range(_str(o, "prefix")) if not kv.key.startswith(RESERVED)
+        ]
 
     def _compare(self, c: dict[str, Any]) -> bool:
         key = _str(c, "key")
@@ -268,23 +300,34 @@ class StateMachine:
             return error("bad_request", "ttl must be at least 1 second")
         if lease_id in self.leases:
             return error("bad_request", f"lease {lease_id} already exists")
+        self.grant_lease(lease_id, ttl)
+        return {"id": lease_id, "ttl": ttl}
+
+    def grant_lease(self, lease_id: int, ttl: float) -> None:
         self.leases[lease_id] = (ttl, set())
         if self.on_lease is not None:
             self.on_lease(lease_id, ttl)
-        return {"id": lease_id, "ttl": ttl}
 
-    def _lease_revoke(self, lease_id: int) -> Result:
-        got = self.leases.pop(lease_id, None)
-        if got is None:
+    def _lease_revoke(self, lease_id: int, reason: str = "") -> Result:
+        if lease_id not in self.leases:
             return error("lease_not_found", f"lease {lease_id} does not exist")
+        deleted = self.revoke_lease(lease_id, reason)
+        self._finish()
+        return {"revision": self.kv.revision, "deleted": deleted}
+
+    def revoke_lease(self, lease_id: int, reason: str) -> int:
+        """Inside the open transaction: drop the lease, its keys, and (if it is a target
+        node's) the node's liveness. ``reason`` "expired" only from the leader's countdown."""
+        got = self.leases.pop(lease_id)
         deleted = 0
         for key in sorted(got[1]):
             prev = self.kv.delete(key)
             deleted += prev is not None
-        self._finish()
+        ctx = map_ops.Ctx(self.applied_index, self.now_ms, self)
+        map_ops.lease_revoked(self.map, lease_id, reason, ctx)
         if self.on_lease is not None:
             self.on_lease(lease_id, None)
-        return {"revision": self.kv.revision, "deleted": deleted}
+        return deleted
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -323,6 +366,7 @@ class StateMachine:
         kv.history.extend(_event_from_row(r) for r in doc["history"])
         before = self.kv.revision
         self.kv = kv
+        self.map.reload(kv)
         self.leases = {i: (ttl, set(keys)) for i, ttl, keys in doc["leases"]}
         self.sessions.load(doc["sessions"])
         self.applied_index = doc["applied"]
