@@ -105,13 +105,19 @@ def node_register(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
         if other["id"] != nid and other["portal"] == portal:
             return error("exists", f"portal {portal} is already node {other['id']!r}'s")
     if old is not None:
-        kept = {d["id"] for d in disks}
+        sizes = {d["id"]: d["size_bytes"] for d in disks}
         for d in old["disks"]:
-            if d["id"] not in kept and cm.used.get((nid, d["id"]), 0):
+            held = cm.used.get((nid, d["id"]), 0)
+            if held and sizes.get(d["id"], 0) < held:
+                what = (
+                    "cannot leave the node"
+                    if d["id"] not in sizes
+                    else (f"cannot shrink below the {held} bytes they hold")
+                )
                 return error(
                     "in_use",
                     f"disk {d['id']!r} of node {nid!r} holds replicas "
-                    f"({_holders(cm, nid, d['id'])}); it cannot leave the node",
+                    f"({_holders(cm, nid, d['id'])}); it {what}",
                 )
     lease = ctx.index
     while lease in ctx.host.leases:  # an explicit lease id took this number: next free one
@@ -146,16 +152,18 @@ def lease_revoked(cm: ClusterMap, lease: int, reason: str, ctx: Ctx) -> None:
     cm.put_node({**node, "live": False, "since_ms": ctx.now_ms})
     if reason == "expired":
         # A full TTL passed on the leader's clock without a keepalive: the agent
-        # stopped serving before now. Its VIPs move; its sessions are gone.
+        # stopped serving before now. Its VIPs move.
         for addr in sorted(cm.node_vips.get(nid, ())):
             vip = cm.vips[addr]
             if not vip["releasing"] or vip["release_lease"] == lease:
                 _hand_over(cm, vip, ctx)
-        for sid in sorted(cm.node_sessions.get(nid, ())):
-            cm.drop_session(sid)
     else:
         # Revoked by hand: nobody counted a TTL, so the agent may still be serving.
         _release_all(cm, nid, lease, node["ttl_ms"], ctx)
+    # Its sessions stop counting: their initiators log in again elsewhere (or, if
+    # they are still there, the agent's next report under a new lease says so).
+    for sid in sorted(cm.node_sessions.get(nid, ())):
+        cm.drop_session(sid)
 
 
 @op("node_update")

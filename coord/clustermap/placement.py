@@ -199,5 +199,5 @@ def _why(
         f"policy {pol['name']!r} ({shape}, tier {tier}, scatter) needs {len(members)} "
         f"live, undrained node{'s' if len(members) != 1 else ''} with a {tier} disk with "
         f"{human(need)} free{' besides those holding its other replicas' if avoid else ''}; "
-        f"{len(fitting)} have one ({listed})"
+        f"{len(fitting)} {'has' if len(fitting) == 1 else 'have'} one ({listed})"
     )
