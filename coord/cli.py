@@ -73,7 +73,13 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         for k, v in doc.items()
         if k not in ("id", "members", "data_dir", "secret_file", "join")
     }
-    for k in ("tick_ms", "election_ticks", "snapshot_every", "snapshot_keep"):
+    for k in (
+        "tick_ms",
+        "election_ticks",
+        "snapshot_every",
+        "snapshot_keep",
+        "pending_session_ttl_s",
+    ):
         if getattr(args, k) is not None:
             tuning[k] = getattr(args, k)
     return build(
@@ -336,6 +342,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--election-ticks", type=int)
     r.add_argument("--snapshot-every", type=int)
     r.add_argument("--snapshot-keep", type=int)
+    r.add_argument(
+        "--pending-session-ttl-s",
+        type=float,
+        help="seconds an assigned iSCSI login may stay unconfirmed by its node (default 10)",
+    )
     r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     r.set_defaults(fn=cmd_run)
     c = sub.add_parser("cluster", help="a local cluster on loopback")

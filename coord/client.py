@@ -13,8 +13,13 @@ the outcome of an attempt is unknown (the connection broke after sending, the
 node answered ``unknown_outcome``), the client retries *with the same
 number*: the store applies it at most once and returns the original result.
 A sequence number is reused only after a definite refusal (nothing was
-applied). Errors are typed: NotFound, PreconditionFailed, Unavailable,
-UnknownOutcome (retries exhausted while the outcome was unknown), ...
+applied). Errors are typed: NotFound, PreconditionFailed, Conflict (409:
+exists, in use, unplaceable, stale lease), Unavailable, UnknownOutcome
+(retries exhausted while the outcome was unknown), ...
+
+The cluster map (target nodes, policies, volumes, VIPs, sessions) has a
+method per route (``register_node``, ``create_volume``, ``assign_session``,
+...); ``MapCache`` (coord/mapcache.py) keeps a copy of it current by a watch.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
+
+from .mapcache import MapCache as MapCache  # a watch-fed copy of the cluster map
 
 
 class CoordError(Exception):
@@ -60,17 +67,34 @@ class Compacted(CoordError):
     pass
 
 
+class Conflict(CoordError):
+    """409 from the cluster map: ``exists``, ``in_use``, ``unplaceable``, ``stale_lease``."""
+
+
 ERRORS: dict[str, type[CoordError]] = {
     "not_found": NotFound,
     "precondition_failed": PreconditionFailed,
     "unavailable": Unavailable,
     "not_leader": Unavailable,
+    "no_live_node": Unavailable,
     "unknown_outcome": UnknownOutcome,
     "compacted": Compacted,
+    "exists": Conflict,
+    "in_use": Conflict,
+    "unplaceable": Conflict,
+    "stale_lease": Conflict,
 }
 
-# Store-level answers: the command went through the log and used its sequence number.
-APPLIED_ERRORS = {"precondition_failed", "lease_not_found", "stale", "session_expired"}
+# Answers that certainly come from before the log: the sequence number is unused.
+# Every other answer to a write may be the store's (the cluster map refuses with
+# not_found, exists, bad_request, ... after the command went through the log,
+# and the store keeps that answer under the number): a number is never reused
+# after one of them. A number skipped that way costs nothing, except before the
+# session's first write, where the store answers session_expired and the write
+# goes again under a fresh session.
+UNUSED_ERRORS = {"not_leader", "unavailable"}
+# 5xx answers that are the store's final word (asking again gives the same).
+FINAL_5XX = {"no_live_node"}
 
 
 def _url(endpoint: str) -> str:
@@ -132,7 +156,7 @@ class Client:
                 self._seq = seq
                 return result
             except CoordError as e:
-                if e.code in APPLIED_ERRORS or isinstance(e, UnknownOutcome):
+                if e.code not in UNUSED_ERRORS or isinstance(e, UnknownOutcome):
                     self._seq = seq  # it reached the store (or may have): never reuse it
                 if e.code == "session_expired":
                     # The store forgot this session: continue under a fresh one.
@@ -189,7 +213,7 @@ class Client:
                 elif code == "unknown_outcome":
                     unknown = unknown or write
                     last = e2
-                elif code == "unavailable" or status >= 500:
+                elif code == "unavailable" or (status >= 500 and code not in FINAL_5XX):
                     last = e2
                     self._rotate()
                 else:
@@ -259,16 +283,23 @@ class Client:
     ) -> AsyncIterator[dict[str, Any]]:
         """Events under ``prefix`` from ``start_revision``, across disconnects and failovers.
 
-        Resumes after the last revision seen. If that history was compacted and
+        Resumes where it left off (inside a change of many keys too: each event
+        comes once). If that history was compacted and
         ``relist`` is set, yields ``{"type": "relist", "revision", "items"}``
         (the current contents) and continues from there; else raises Compacted.
         """
         next_rev = start_revision
+        # One change can touch many keys: its events share a revision and come one
+        # by one. ``delivered`` counts those of revision ``next_rev`` already
+        # yielded, so a stream broken in the middle of a change resumes at that
+        # revision and skips them, rather than skip the rest of the change.
+        delivered = 0
         delay = 0.05
         while True:
             base = self.endpoints[self._current]
             query = f"prefix={_quote(prefix)}&start_revision={next_rev}&progress_ms={progress_ms}"
             url = f"{base}/v1/watch?{query}"
+            skip = delivered
             try:
                 async with self.session.get(
                     url, timeout=aiohttp.ClientTimeout(total=None, sock_read=progress_ms / 1000 * 3)
@@ -283,7 +314,7 @@ class Client:
                             "revision": listing["revision"],
                             "items": listing["items"],
                         }
-                        next_rev = listing["revision"] + 1
+                        next_rev, delivered = listing["revision"] + 1, 0
                         continue
                     if r.status != 200:
                         raise Unavailable("unavailable", f"watch answered {r.status}")
@@ -294,15 +325,23 @@ class Client:
                         ev = json.loads(line[6:])
                         if ev.get("type") == "error":
                             resume = ev["error"].get("resume_revision")
-                            if resume:
-                                next_rev = resume
+                            if resume and resume > next_rev:
+                                next_rev, delivered = resume, 0
                             break
                         if ev.get("type") == "progress":
-                            if next_rev == 0:
-                                next_rev = ev["revision"] + 1
+                            if next_rev == 0 or (delivered and ev["revision"] >= next_rev):
+                                # Everything up to here has come: nothing to skip.
+                                next_rev, delivered = max(next_rev, ev["revision"]) + 1, 0
                             yield ev
                             continue
-                        next_rev = ev["revision"] + 1
+                        rev = ev["revision"]
+                        if rev == next_rev and skip:
+                            skip -= 1  # yielded before the stream broke
+                            continue
+                        if rev == next_rev:
+                            delivered += 1
+                        else:
+                            next_rev, delivered = rev, 1
                         yield ev
             except (aiohttp.ClientError, TimeoutError, Unavailable):
                 pass
@@ -371,6 +410,196 @@ class Client:
     async def resign(self, name: str, key: str) -> None:
         await self._call("POST", f"/v1/elections/{_quote(name)}/resign", {"key": key})
 
+    # ---- the cluster map ---------------------------------------------------------------------
+    # Reads are linearizable unless ``serializable``; lists are {"revision", "items"}.
+    # Writes go through the exactly-once path; every answer carries its "revision".
+
+    async def _doc(
+        self, method: str, path: str, body: Any = None, write: bool = False
+    ) -> dict[str, Any]:
+        doc: dict[str, Any] = await self._call(method, path, body, write=write)
+        return doc
+
+    async def _maybe(self, path: str, serializable: bool) -> dict[str, Any] | None:
+        try:
+            doc: dict[str, Any] = await self._call("GET", path + _consistency(serializable, "?"))
+            return doc
+        except NotFound:
+            return None
+
+    async def map_summary(self, *, serializable: bool = False) -> dict[str, Any]:
+        return await self._doc("GET", "/v1/map" + _consistency(serializable, "?"))
+
+    async def register_node(
+        self, node: str, portal: str, disks: list[dict[str, Any]], ttl_ms: int
+    ) -> dict[str, Any]:
+        """An agent starts: ``{"node", "lease", "ttl_ms", "revision"}``; heartbeat that lease."""
+        body = {"portal": portal, "disks": disks, "ttl_ms": ttl_ms}
+        return await self._doc("PUT", f"/v1/nodes/{_quote(node)}", body, True)
+
+    async def heartbeat(self, node: str, lease: int) -> dict[str, Any]:
+        """Keep the node's lease alive; the answer lists the VIPs it may serve now.
+
+        Not a write in the log, so no sequence number: asking twice is harmless.
+        Conflict ``stale_lease``: the lease is gone, register again.
+        """
+        return await self._doc("POST", f"/v1/nodes/{_quote(node)}/heartbeat", {"lease": lease})
+
+    async def drain(self, node: str) -> dict[str, Any]:
+        return await self._doc("POST", f"/v1/nodes/{_quote(node)}/drain", None, True)
+
+    async def undrain(self, node: str) -> dict[str, Any]:
+        path = f"/v1/nodes/{_quote(node)}/undrain"
+        return await self._doc("POST", path, None, True)
+
+    async def delete_node(self, node: str) -> dict[str, Any]:
+        return await self._doc("DELETE", f"/v1/nodes/{_quote(node)}", None, True)
+
+    async def nodes(self, *, serializable: bool = False) -> dict[str, Any]:
+        return await self._doc("GET", "/v1/nodes" + _consistency(serializable, "?"))
+
+    async def node(self, node: str, *, serializable: bool = False) -> dict[str, Any] | None:
+        return await self._maybe(f"/v1/nodes/{_quote(node)}", serializable)
+
+    async def report_sessions(
+        self, node: str, lease: int, sessions: Sequence[tuple[str, str] | list[str]]
+    ) -> dict[str, Any]:
+        """The sessions the node's target really has, as [volume, initiator] pairs."""
+        body = {"lease": lease, "sessions": [list(p) for p in sessions]}
+        path = f"/v1/nodes/{_quote(node)}/sessions"
+        return await self._doc("PUT", path, body, True)
+
+    async def put_policy(
+        self,
+        name: str,
+        *,
+        replicas: int,
+        arbiter: bool | None = None,
+        tier: str | None = None,
+        placement: str | None = None,
+        max_heal_failures: int | None = None,
+        prev_revision: int | None = None,
+    ) -> dict[str, Any]:
+        """Create or replace a policy (unset fields take the defaults: no arbiter,
+        tier standard, scatter, 3 heal failures); ``prev_revision``: only if unchanged."""
+        given = {
+            "arbiter": arbiter,
+            "tier": tier,
+            "placement": placement,
+            "max_heal_failures": max_heal_failures,
+            "prev_revision": prev_revision,
+        }
+        body = {"replicas": replicas, **{k: v for k, v in given.items() if v is not None}}
+        return await self._doc("PUT", f"/v1/policies/{_quote(name)}", body, True)
+
+    async def policy(self, name: str, *, serializable: bool = False) -> dict[str, Any] | None:
+        return await self._maybe(f"/v1/policies/{_quote(name)}", serializable)
+
+    async def policies(self, *, serializable: bool = False) -> dict[str, Any]:
+        path = "/v1/policies" + _consistency(serializable, "?")
+        return await self._doc("GET", path)
+
+    async def delete_policy(self, name: str) -> dict[str, Any]:
+        path = f"/v1/policies/{_quote(name)}"
+        return await self._doc("DELETE", path, None, True)
+
+    async def create_volume(
+        self,
+        name: str,
+        size_bytes: int,
+        policy: str,
+        *,
+        iqn: str | None = None,
+        policy_revision: int | None = None,
+    ) -> dict[str, Any]:
+        """Place a volume's replicas by its policy (Conflict ``unplaceable`` says what is
+        missing); ``policy_revision``: only if the policy is still at that revision."""
+        body: dict[str, Any] = {"name": name, "size_bytes": size_bytes, "policy": policy}
+        if iqn is not None:
+            body["iqn"] = iqn
+        if policy_revision is not None:
+            body["policy_revision"] = policy_revision
+        return await self._doc("POST", "/v1/volumes", body, True)
+
+    async def volume(self, name: str, *, serializable: bool = False) -> dict[str, Any] | None:
+        return await self._maybe(f"/v1/volumes/{_quote(name)}", serializable)
+
+    async def volumes(
+        self, *, state: str | None = None, serializable: bool = False
+    ) -> dict[str, Any]:
+        q = f"?state={_quote(state)}" if state is not None else ""
+        q += _consistency(serializable, "&" if q else "?")
+        return await self._doc("GET", "/v1/volumes" + q)
+
+    async def resize_volume(self, name: str, size_bytes: int) -> dict[str, Any]:
+        path = f"/v1/volumes/{_quote(name)}"
+        return await self._doc("PATCH", path, {"size_bytes": size_bytes}, True)
+
+    async def delete_volume(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        path = f"/v1/volumes/{_quote(name)}" + ("?force=true" if force else "")
+        return await self._doc("DELETE", path, None, True)
+
+    async def accuse(self, volume: str, replica: int, by: str) -> dict[str, Any]:
+        path = f"/v1/volumes/{_quote(volume)}/replicas/{replica}/accuse"
+        return await self._doc("POST", path, {"by": by}, True)
+
+    async def heal(self, volume: str, replica: int, result: str) -> dict[str, Any]:
+        """``result``: "started", "ok" or "failed"."""
+        path = f"/v1/volumes/{_quote(volume)}/replicas/{replica}/heal"
+        return await self._doc("POST", path, {"result": result}, True)
+
+    async def rebuilt(self, volume: str, replica: int, ok: bool) -> dict[str, Any]:
+        path = f"/v1/volumes/{_quote(volume)}/replicas/{replica}/rebuilt"
+        return await self._doc("POST", path, {"ok": ok}, True)
+
+    async def create_vip(self, address: str, port: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"address": address}
+        if port is not None:
+            body["port"] = port
+        return await self._doc("POST", "/v1/vips", body, True)
+
+    async def vip(self, address: str, *, serializable: bool = False) -> dict[str, Any] | None:
+        return await self._maybe(f"/v1/vips/{_quote(address)}", serializable)
+
+    async def vips(self, *, serializable: bool = False) -> dict[str, Any]:
+        return await self._doc("GET", "/v1/vips" + _consistency(serializable, "?"))
+
+    async def move_vip(self, address: str, to: str | None = None) -> dict[str, Any]:
+        body = {"to": to} if to is not None else {}
+        path = f"/v1/vips/{_quote(address)}/move"
+        return await self._doc("POST", path, body, True)
+
+    async def vip_released(self, address: str, epoch: int, lease: int) -> dict[str, Any]:
+        """The agent took the address down (the epoch and lease its heartbeat named)."""
+        path = f"/v1/vips/{_quote(address)}/released"
+        return await self._doc("POST", path, {"epoch": epoch, "lease": lease}, True)
+
+    async def delete_vip(self, address: str) -> dict[str, Any]:
+        return await self._doc("DELETE", f"/v1/vips/{_quote(address)}", None, True)
+
+    async def assign_session(self, volume: str, initiator: str) -> dict[str, Any]:
+        """An initiator logs in: the node and portal that serve it (least active)."""
+        body = {"volume": volume, "initiator": initiator}
+        return await self._doc("POST", "/v1/sessions", body, True)
+
+    async def sessions(
+        self,
+        *,
+        node: str | None = None,
+        volume: str | None = None,
+        serializable: bool = False,
+    ) -> dict[str, Any]:
+        q = "&".join(
+            f"{k}={_quote(v)}" for k, v in (("node", node), ("volume", volume)) if v is not None
+        )
+        q = f"?{q}" if q else ""
+        q += _consistency(serializable, "&" if q else "?")
+        return await self._doc("GET", "/v1/sessions" + q)
+
+    async def delete_session(self, volume: str, initiator: str) -> dict[str, Any]:
+        path = f"/v1/sessions/{_quote(volume)}/{_quote(initiator)}"
+        return await self._doc("DELETE", path, None, True)
+
     # ---- the pipelined channel -------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -397,6 +626,10 @@ def _quote(s: str) -> str:
     from urllib.parse import quote
 
     return quote(s, safe="/")
+
+
+def _consistency(serializable: bool, sep: str) -> str:
+    return f"{sep}consistency=serializable" if serializable else ""
 
 
 class Channel:
@@ -473,6 +706,28 @@ class Channel:
     ) -> dict[str, Any]:
         doc: dict[str, Any] = await self.request(
             "txn", write=True, compare=compare, success=success, failure=failure or []
+        )
+        return doc
+
+    async def assign_session(self, volume: str, initiator: str) -> dict[str, Any]:
+        doc: dict[str, Any] = await self.request(
+            "session_assign", write=True, volume=volume, initiator=initiator
+        )
+        return doc
+
+    async def heartbeat(self, node: str, lease: int) -> dict[str, Any]:
+        doc: dict[str, Any] = await self.request("node_heartbeat", node=node, lease=lease)
+        return doc
+
+    async def report_sessions(
+        self, node: str, lease: int, sessions: Sequence[tuple[str, str] | list[str]]
+    ) -> dict[str, Any]:
+        doc: dict[str, Any] = await self.request(
+            "sessions_report",
+            write=True,
+            node=node,
+            lease=lease,
+            sessions=[list(p) for p in sessions],
         )
         return doc
 

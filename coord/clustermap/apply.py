@@ -392,7 +392,7 @@ def replica_accuse(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
     reps = [dict(r) for r in vol["replicas"]]
     r = reps[i]
     if r["state"] == m.RETIRED:
-        return error("bad_request", f"replica {r['id']} of {vol['name']!r} is retired")
+        return error("precondition_failed", f"replica {r['id']} of {vol['name']!r} is retired")
     if r["state"] in (m.ACCUSED, m.HEALING):
         return {"volume": vol["name"], "replica": r["id"], "state": r["state"], "changed": False}
     if r["state"] == m.REBUILDING:
@@ -599,8 +599,11 @@ def vip_move(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
     if vip is None:
         return error("not_found", f"no VIP {addr}")
     if to is not None and to not in cm.eligible():
-        why = "does not exist" if to not in cm.nodes else "is not live and undrained"
-        return error("bad_request", f"node {to!r} {why}: it cannot take VIP {addr}")
+        if to not in cm.nodes:
+            return error("not_found", f"no node {to!r} to take VIP {addr}")
+        return error(
+            "not_eligible", f"node {to!r} is not live and undrained: it cannot take {addr}"
+        )
     owner = vip["owner"]
     if to is None:
         others = [n for n in cm.eligible() if n != owner]
@@ -784,7 +787,7 @@ def sessions_expire(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
     """
     rows = cmd.get("sessions")
     if not isinstance(rows, list) or len(rows) > MAX_REPORT:
-        raise Invalid("'sessions' is a list of [session, mod_revision] pairs")
+        raise Invalid(f"'sessions' is a list of at most {MAX_REPORT} [session, mod_revision] pairs")
     expired = 0
     for row in rows:
         if not isinstance(row, list) or len(row) != 2 or not isinstance(row[0], str):

@@ -61,8 +61,8 @@ class MapController:
             rev = cm.mod_revision(SESSIONS + sid)
             if self._due(("session", sid, rev), now, self.pending_ttl_s, current):
                 expire.append([sid, rev])
-        if expire:
-            cmds.append({"op": "map.sessions_expire", "sessions": expire})
+        for at in range(0, len(expire), ops.MAX_REPORT):  # one entry holds so many
+            cmds.append({"op": "map.sessions_expire", "sessions": expire[at : at + ops.MAX_REPORT]})
         for addr in sorted(cm.releasing):
             vip = cm.vips[addr]
             ttl_s = vip["release_ttl_ms"] / 1000

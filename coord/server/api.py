@@ -30,7 +30,7 @@ from aiohttp import web
 from coord.raft import ChangeType
 from coord.store import Compacted, KeyValue
 
-from . import metrics, openapi, ops
+from . import mapapi, metrics, openapi, ops
 from .config import Member, NodeConfig, parse_addr
 from .node import Node, NodeError, NotLeaderError
 from .ops import (
@@ -197,7 +197,8 @@ async def channel(request: web.Request) -> web.WebSocketResponse:
     """One WebSocket, many requests in flight: binary msgpack frames both ways.
 
     Request ``{"id": n, "op": "put"|"get"|"delete"|"range"|"txn"|"lease_grant"|
-    "lease_keepalive"|"lease_revoke", ...arguments, "client"?, "seq"?}``; answers
+    "lease_keepalive"|"lease_revoke"|"session_assign"|"node_heartbeat"|
+    "sessions_report", ...arguments, "client"?, "seq"?}``; answers
     come as frames holding a list of ``{"id": n, "status": 200|4xx|5xx, "body":
     result or {"error": ...}}``, in whatever order they finish. Same operations,
     checks and errors as the HTTP routes (coord/server/ops.py). Not forwarded: a follower answers
@@ -590,6 +591,7 @@ def make_app(node: Node) -> web.Application:
     r.add_post("/v1/cluster/transfer", transfer)
     r.add_post("/v1/snapshot", snapshot_take)
     r.add_get("/v1/snapshot", snapshot_download)
+    mapapi.add_routes(r, node)
     r.add_get("/v1/openapi.json", openapi_doc)
     r.add_get("/metrics", metrics_text)
     r.add_get("/healthz", healthz)

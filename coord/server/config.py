@@ -47,6 +47,9 @@ class NodeConfig:
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
     request_timeout_s: float = 5.0
+    # An assigned login its node's agent has not reported within this long is
+    # forgotten, so it stops counting against that node (coord/clustermap/controller.py).
+    pending_session_ttl_s: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -118,4 +121,6 @@ def build(
     cfg.me  # noqa: B018 - raises if this node is not listed
     if not 0 < cfg.heartbeat_ticks < cfg.election_ticks:
         raise ConfigError("need 0 < heartbeat_ticks < election_ticks")
+    if not 0 < cfg.pending_session_ttl_s <= 86_400:
+        raise ConfigError("pending_session_ttl_s is seconds, more than 0 and at most a day")
     return cfg

@@ -125,7 +125,7 @@ class Node:
         # (deadline, future) in the order requests came; all share one timeout.
         self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self.leases = LeaseClock()
-        self.map_ctl = MapController()
+        self.map_ctl = MapController(pending_ttl_s=cfg.pending_session_ttl_s)
         self._role = Role.FOLLOWER
         self._term = 0
         self._snap_pending: tuple[int, bytes] | None = None

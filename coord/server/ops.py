@@ -7,12 +7,17 @@ carrying the code and HTTP status a client sees.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from coord.clustermap import model
+from coord.clustermap.apply import MAX_REPORT
 from coord.store.machine import COMPARE_OPS, COMPARE_TARGETS
 
 from .config import NodeConfig
-from .node import Node, NodeError
+from .node import LeaseNotFound, Node, NodeError, StaleLease
+
+T = TypeVar("T")
 
 
 class BadRequest(NodeError):
@@ -47,6 +52,14 @@ STORE_STATUS = {
     "bad_request": 400,
     "session_expired": 409,
     "stale": 409,
+    # the cluster map's refusals (coord/clustermap/apply.py)
+    "not_found": 404,
+    "exists": 409,
+    "in_use": 409,
+    "unplaceable": 409,
+    "no_live_node": 503,
+    "stale_lease": 409,
+    "not_eligible": 409,
 }
 
 
@@ -82,7 +95,12 @@ def session(cmd: dict[str, Any], client: Any, seq: Any) -> dict[str, Any]:
         return cmd
     if isinstance(seq, str) and seq.isdigit():
         seq = int(seq)
-    if not isinstance(client, str) or not 0 < len(client) <= 128 or type(seq) is not int or seq < 1:
+    if (
+        not isinstance(client, str)
+        or not 0 < len(client) <= 128
+        or type(seq) is not int
+        or not 0 < seq < 1 << 63  # the log's integers are 64-bit
+    ):
         raise BadRequest("a session is a client name (1-128 chars) with a sequence number >= 1")
     return {**cmd, "client": client, "seq": seq}
 
@@ -188,8 +206,8 @@ def _compare(cfg: NodeConfig, c: Any) -> dict[str, Any]:
     if target == "value":
         if value is not None and not isinstance(value, str):
             raise BadRequest("a value comparison compares with a string (or null: absent)")
-    elif type(value) is not int:
-        raise BadRequest(f"a {target} comparison compares with an integer")
+    elif type(value) is not int or not -(1 << 63) <= value < 1 << 63:
+        raise BadRequest(f"a {target} comparison compares with a 64-bit integer")
     return {"key": key(cfg, c.get("key")), "target": target, "op": op, "value": value}
 
 
@@ -237,6 +255,72 @@ async def lease_revoke(node: Node, lid: Any, sess: dict[str, Any]) -> dict[str, 
     return raise_for(await node.propose({"op": "lease_revoke", "id": lease_id(lid), **sess}))
 
 
+# ---- the cluster map's hot path (agents and logins; the other routes: mapapi.py) -----------
+
+
+def checked(check: Callable[..., T], *args: Any) -> T:
+    """Run one of the map's field checks (coord/clustermap/model.py) at the boundary.
+
+    The state machine runs the same checks again when it applies the command
+    (the log is replayed forever); here they turn bad input into a 400 before
+    anything is proposed.
+    """
+    try:
+        return check(*args)
+    except model.Invalid as e:
+        raise BadRequest(str(e)) from e
+
+
+def map_lease(doc: dict[str, Any]) -> int:
+    v = doc.get("lease")
+    if type(v) is not int or not 0 < v < 1 << 62:
+        raise BadRequest(
+            f"'lease' must be the positive integer the registration answered (got {v!r})"
+        )
+    return v
+
+
+async def session_assign(node: Node, doc: dict[str, Any], sess: dict[str, Any]) -> dict[str, Any]:
+    """An initiator logs in: the least-active live node serves it (recorded as pending)."""
+    cmd = {
+        "op": "map.session_assign",
+        "volume": checked(model.name, doc, "volume", "session"),
+        "initiator": checked(model.initiator, doc.get("initiator")),
+    }
+    return raise_for(await node.propose({**cmd, **sess}))
+
+
+async def node_heartbeat(node: Node, nid: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """An agent's keepalive; the answer lists the VIPs it may serve (Node.node_heartbeat)."""
+    name = checked(model.name, {"node": nid}, "node", "node")
+    lease = map_lease(doc)
+    try:
+        return await node.node_heartbeat(name, lease)
+    except LeaseNotFound as e:
+        # Gone or expiring: for an agent that means the same thing as a lease
+        # that is not its node's, so it gets the one answer it acts on.
+        raise StaleLease(f"{e}: node {name!r} must register again") from e
+
+
+async def sessions_report(
+    node: Node, nid: Any, doc: dict[str, Any], sess: dict[str, Any]
+) -> dict[str, Any]:
+    """An agent's list of the sessions its target really has (replaces the estimates)."""
+    name = checked(model.name, {"node": nid}, "node", "report")
+    lease = map_lease(doc)
+    rows = doc.get("sessions")
+    if not isinstance(rows, list) or len(rows) > MAX_REPORT:
+        raise BadRequest(f"'sessions' is a list of at most {MAX_REPORT} [volume, initiator] pairs")
+    pairs = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 2:
+            raise BadRequest(f"each session is a [volume, initiator] pair (got {row!r:.80})")
+        volume = checked(model.name, {"volume": row[0]}, "volume", "session")
+        pairs.append([volume, checked(model.initiator, row[1])])
+    cmd = {"op": "map.sessions_report", "node": name, "lease": lease, "sessions": pairs}
+    return raise_for(await node.propose({**cmd, **sess}))
+
+
 # ---- the pipelined channel's dispatch ------------------------------------------------------
 
 
@@ -264,4 +348,10 @@ async def dispatch(node: Node, msg: dict[str, Any]) -> dict[str, Any]:
             return await lease_keepalive(node, msg.get("id"))
         case "lease_revoke":
             return await lease_revoke(node, msg.get("id"), sess)
+        case "session_assign":
+            return await session_assign(node, msg, sess)
+        case "node_heartbeat":
+            return await node_heartbeat(node, msg.get("node"), msg)
+        case "sessions_report":
+            return await sessions_report(node, msg.get("node"), msg, sess)
     raise BadRequest(f"unknown channel operation {op!r}")

@@ -210,7 +210,7 @@ class StateMachine:
             keys = [key]
         elif op == "delete":
             keys = self._deletable(o)
-            if "key" in o and o["key"].startswith(RESERVED):
+            if "prefix" not in o and keys[0].startswith(RESERVED):
                 return error("bad_request", f"keys under {RESERVED} are the cluster map's")
         elif op == "get":
             _str(o, "key")
