@@ -1,4 +1,4 @@
-"""python -m sim: list, run, explore, bench.
+"""python -m sim: list, run, explore, figures, bench.
 
 Exit status: 0 no violation, 1 a violation, 2 usage error.
 """
@@ -127,6 +127,12 @@ def cmd_explore(args: argparse.Namespace) -> int:
     return 1 if failing else 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    from .figures import main as figures_main
+
+    return figures_main(args.seeds, args.balance_seeds or args.seeds)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
@@ -152,6 +158,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--engine", default="coord")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_explore)
+    f = sub.add_parser("figures", help="VIP reassignment time and reconnect balance over seeds")
+    f.add_argument("--seeds", type=int, default=100)
+    f.add_argument(
+        "--balance-seeds", type=int, default=0, help="seeds of mass-reconnect (default: --seeds)"
+    )
+    f.set_defaults(fn=cmd_figures)
     b = sub.add_parser("bench", help="simulated seconds per wall second; seeds per minute")
     b.add_argument("--seconds", type=float, default=20.0, help="wall-clock budget per measurement")
     b.set_defaults(fn=cmd_bench)

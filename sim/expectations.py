@@ -270,3 +270,7 @@ def check(run: ScenarioRun, sc: Scenario) -> list[tuple[str, str]]:
             continue
         out.extend((name, p) for p in fn(run, sc, arg))
     return out
+
+
+# The target side's expectations register themselves here (VIPs, sessions, replicas).
+from . import expectations_map  # noqa: E402, F401

@@ -5,7 +5,8 @@ After TigerBeetle's VOPR: the seed picks not only *when* faults happen but
 not, fsync latency, clock drift, snapshot frequency, message sizes, and a
 subset of nemesis actions. A run has two phases: safety (faults while clients
 work) and liveness (everything healed, a leader and a completed write required
-within a bound). ``python -m sim run explore:SEED`` replays one.
+within a bound). ``python -m sim run explore:SEED`` replays one. About half the seeds add target
+agents holding VIPs, so the VIP checkers run under the same faults.
 """
 
 from __future__ import annotations
@@ -146,20 +147,92 @@ def swarm_scenario(seed: int, nodes: int | None = None) -> Scenario:
                 )
             case "transfer":
                 steps.append({"at": at, "do": "transfer", "to": rng.choice(nodes_list)})
+    agents, expect = _with_agents(seed, steps)
     steps = _ordered(steps)
     heal = FAULT_PHASE_S + 0.5
+    summary = f"swarm: faults {', '.join(enabled)}; network {network}; {sim}; {raft}"
+    if agents:
+        summary += f"; agents {agents}"
     return Scenario(
         name=f"explore:{seed}",
-        summary=f"swarm: faults {', '.join(enabled)}; network {network}; {sim}; {raft}",
+        summary=summary,
         nodes=n,
         nodes_fixed=True,
         duration_us=int((heal + LIVENESS_S + 3) * S),
         heal_at_us=int(heal * S),
         liveness_us=int(LIVENESS_S * S),
-        expect=[],
-        params={"network": network, "workload": workload, "raft": raft, "sim": sim},
+        expect=expect,
+        params={
+            "network": network,
+            "workload": workload,
+            "raft": raft,
+            "sim": sim,
+            "agents": agents,
+        },
         steps=steps,
     )
+
+
+AGENT_FAULTS = ("kill-agent", "isolate-agent", "drain-agent", "agents-in-partitions")
+
+
+def _with_agents(seed: int, steps: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """About half the seeds also run target agents holding VIPs (and a few initiators),
+    with faults of their own: hosts killed and restarted, hosts isolated, nodes drained
+    and undrained, hosts put on either side of the nodes' partitions. Drawn from a stream
+    of its own, so the nodes' schedule of a seed is the same with or without them."""
+    rng = random.Random(f"swarm-agents-{seed}")
+    if rng.random() < 0.5:
+        return {}, []
+    count = rng.randint(2, 4)
+    agents: dict[str, Any] = {
+        "count": count,
+        "vips": rng.randint(1, 3),
+        "ttl_ms": rng.choice([1000, 2000, 3000]),
+        "initiators": rng.choice([0, 6, 12]),
+        "initiator_hosts": 2,
+        "volumes": ["v1"],
+        "setup": True,
+    }
+    hosts = [100 + k for k in range(1, count + 1)]
+    enabled = sorted(rng.sample(AGENT_FAULTS, k=rng.randint(1, len(AGENT_FAULTS))))
+    if "agents-in-partitions" in enabled:
+        for st in steps:
+            if st.get("do") == "partition":
+                for h in hosts:
+                    if rng.random() < 0.5:
+                        st["groups"][rng.randrange(len(st["groups"]))].append(h)
+    t = 1.5
+    while True:
+        t += rng.uniform(0.5, 4.0)
+        if t >= FAULT_PHASE_S:
+            break
+        host = rng.choice(hosts)
+        match rng.choice([f for f in enabled if f != "agents-in-partitions"] or ["none"]):
+            case "kill-agent":
+                down = min(rng.uniform(0.2, 4.0), FAULT_PHASE_S - t)
+                steps.append({"at": _s(t), "do": "kill-agent", "agent": host})
+                steps.append(
+                    {"at": _s(t + down), "do": "restart-agent", "agent": host, "_later": True}
+                )
+            case "isolate-agent":
+                steps.append({"at": _s(t), "do": "isolate", "node": host})
+            case "drain-agent":
+                # Its VIPs are released (not moved); undrained a while later.
+                back = min(rng.uniform(0.5, 4.0), FAULT_PHASE_S - t)
+                steps.append({"at": _s(t), "do": "drain", "agent": host})
+                steps.append(
+                    {
+                        "at": _s(t + back),
+                        "do": "drain",
+                        "agent": host,
+                        "drained": False,
+                        "_later": True,
+                    }
+                )
+            case _:
+                pass
+    return agents, ["vips-served"]
 
 
 def _ordered(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -34,13 +34,14 @@ from coord.store import StateMachine, encode
 from .disk import SimDisk
 from .history import OpKind
 from .node_services import NodeServices
-from .services import LeaseRequest, WatchRequest
+from .services import LeaseRequest, MapRequest, WatchRequest
 from .workload import ClientReply, ClientRequest
 
 if TYPE_CHECKING:
     from .world import World
 
-Token = Any  # ClientRequest | LeaseRequest | RevokeToken
+Token = Any  # ClientRequest | LeaseRequest | MapRequest | RevokeToken | TimerToken
+ReadRequest = ClientRequest | LeaseRequest | MapRequest
 
 
 class SimNode:
@@ -61,8 +62,8 @@ class SimNode:
         self._persisting: Ready | None = None
         self.tracker: ProposalTracker[Token] = ProposalTracker()
         # (client, req) -> (term we led in, request): awaiting a ReadState
-        self._reads: dict[tuple[int, int], tuple[int, ClientRequest | LeaseRequest]] = {}
-        self._reads_ready: list[tuple[int, ClientRequest | LeaseRequest]] = []  # (index, request)
+        self._reads: dict[tuple[int, int], tuple[int, ReadRequest]] = {}
+        self._reads_ready: list[tuple[int, ReadRequest]] = []  # (index, request)
         self._snap_pending: tuple[int, bytes] | None = None  # (index, data) to compact at
         self.snapshots_installed = 0
         self.role = Role.FOLLOWER
@@ -136,6 +137,9 @@ class SimNode:
             self._on_client(payload)
         elif isinstance(payload, LeaseRequest):
             self.svc.on_request(payload)
+            self.pump()
+        elif isinstance(payload, MapRequest):
+            self.svc.on_map(payload)
             self.pump()
         elif isinstance(payload, WatchRequest):
             self.svc.on_watch(payload)
@@ -302,7 +306,7 @@ class SimNode:
             }
         )
 
-    def track_read(self, req: LeaseRequest) -> None:
+    def track_read(self, req: LeaseRequest | MapRequest) -> None:
         core = self.core
         assert core is not None
         self._reads[(req.client, req.req)] = (core.term, req)
@@ -331,18 +335,20 @@ class SimNode:
             return
         keep = []
         for index, req in self._reads_ready:
-            if index <= applied and isinstance(req, LeaseRequest):
+            if index > applied:
+                keep.append((index, req))
+            elif isinstance(req, LeaseRequest):
                 self.svc.keepalive_ready(req)
-            elif index <= applied:
+            elif isinstance(req, MapRequest):
+                self.svc.heartbeat_ready(req)
+            else:
                 kv = self.sm.get(req.key)
                 self._reply(req, "ok", None if kv is None else int(kv.value))
-            else:
-                keep.append((index, req))
         self._reads_ready = keep
 
     def _reply(
         self,
-        req: ClientRequest | LeaseRequest,
+        req: ReadRequest,
         status: str,
         result: Any = None,
         leader: int = 0,

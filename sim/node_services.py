@@ -5,6 +5,13 @@ the node's own drifting clock; a keepalive is answered only after a ReadIndex
 round confirms the leader and the read point is applied, exactly as the
 daemon's read barrier does. Expiry is proposed as a ``lease_revoke`` entry.
 
+The cluster map: ``map.*`` commands from agents, initiators and the operator
+are proposed like any write; an agent's heartbeat is answered exactly as the
+daemon's ``node_heartbeat`` does (coord/server/node.py): a ReadIndex round,
+then, on the applied read point, the LeaseClock keepalive and the answer
+built from the map at that moment. The leader runs the same MapController as
+the daemon, on its drifting clock, and proposes what it says is due.
+
 Watches: a stream per watcher, numbered so the client notices loss and
 reordering; the backlog is read and the watcher registered in one step (so
 nothing falls between them); applied changes are offered as they happen;
@@ -17,13 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from coord.clustermap.controller import MapController
+from coord.clustermap.model import PREFIX as MAP_PREFIX
 from coord.raft import NotLeader, ProposalDropped, RaftError, Role
 from coord.raft.proposals import Outcome, Resolved
 from coord.store import Compacted, StateMachine, encode
 from coord.store.leases import LeaseClock
 from coord.store.mvcc import Event
 
-from .services import LeaseRequest, WatchEvent, WatchMsg, WatchRequest
+from .services import LeaseRequest, MapRequest, WatchEvent, WatchMsg, WatchRequest
 from .workload import ClientReply
 
 if TYPE_CHECKING:
@@ -35,6 +44,13 @@ PROGRESS_TICKS = 10
 @dataclass(frozen=True, slots=True)
 class RevokeToken:
     lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimerToken:
+    """A command the map controller found due (it proposes again later if still due)."""
+
+    op: str
 
 
 @dataclass
@@ -59,6 +75,7 @@ class NodeServices:
     def __init__(self, node: SimNode) -> None:
         self.node = node
         self.clock = LeaseClock()
+        self.map_ctl = MapController()
         self.streams: dict[int, _Stream] = {}  # client -> its stream on this node
         # client -> the newest stream it asked for here: a duplicated or late
         # request for an older one is ignored (TCP would never deliver one).
@@ -68,7 +85,11 @@ class NodeServices:
     def attach(self, sm: StateMachine) -> None:
         """A fresh state machine (start, restart): hook its callbacks."""
         self.clock = LeaseClock()
+        self.map_ctl = MapController()
         self.streams, self.newest = {}, {}
+        fleet = self.node.world.fleet
+        if fleet is not None:
+            fleet.map_checker.forget(self.node.id)  # a new process replays from scratch
         sm.on_lease = self._lease_applied
         sm.on_events = self._events_applied
         sm.on_gap = self._gap
@@ -84,8 +105,12 @@ class NodeServices:
         sm = self.node.sm
         if role is Role.LEADER:
             self.clock.lead(self.local_s(), [(i, t) for i, (t, _) in sorted(sm.leases.items())])
-        elif self.clock.leading:
-            self.clock.step_down()
+            self.map_ctl.lead(self.local_s())
+        else:
+            if self.clock.leading:
+                self.clock.step_down()
+            if self.map_ctl.leading:
+                self.map_ctl.step_down()
 
     def _lease_applied(self, lease_id: int, ttl: float | None) -> None:
         w = self.node.world
@@ -139,6 +164,14 @@ class NodeServices:
             if r.outcome is not Outcome.COMMITTED:
                 self.clock.revoke_failed(token.lease)
             return
+        if isinstance(token, TimerToken):
+            return  # the controller proposes it again if it is still due
+        if isinstance(token, MapRequest):
+            if r.outcome is Outcome.COMMITTED:
+                self.reply(token, "ok", result)  # the map's answer, refusals included
+            else:
+                self.reply(token, "rejected" if r.outcome is Outcome.REJECTED else "unknown")
+            return
         req: LeaseRequest = token
         if r.outcome is Outcome.COMMITTED:
             err = result.get("error") if isinstance(result, dict) else None
@@ -151,7 +184,9 @@ class NodeServices:
         else:
             self.reply(req, "rejected" if r.outcome is Outcome.REJECTED else "unknown")
 
-    def reply(self, req: LeaseRequest, status: str, result: Any = None, leader: int = 0) -> None:
+    def reply(
+        self, req: LeaseRequest | MapRequest, status: str, result: Any = None, leader: int = 0
+    ) -> None:
         rep = ClientReply(req.client, req.req, status, result, leader)
         self.node.world.net.send(self.node.id, req.host, rep)
 
@@ -167,11 +202,80 @@ class NodeServices:
                 node.tracker.add(index, core.term, RevokeToken(lease_id))
             except RaftError:
                 self.clock.revoke_failed(lease_id)
+        if self.map_ctl.leading:
+            self._map_timers()
         self.ticks += 1
         if self.ticks % PROGRESS_TICKS == 0:
             rev = node.sm.kv.revision
             for client in sorted(self.streams):
                 self._send(self.streams[client], "progress", rev)
+
+    # ---- the cluster map ----------------------------------------------------------
+
+    def on_map(self, req: MapRequest) -> None:
+        node = self.node
+        core = node.core
+        assert core is not None
+        try:
+            if req.kind == "heartbeat":
+                core.read_index((req.client, req.req))
+                node.track_read(req)
+                return
+            if req.kind == "list":
+                # Serializable: what this node has applied, stamped with its revision.
+                kv = node.sm.kv
+                rows = [(x.key, x.value) for x in kv.range(MAP_PREFIX)]
+                self.reply(req, "ok", {"revision": kv.revision, "kvs": rows})
+                return
+            assert req.cmd is not None and str(req.cmd.get("op", "")).startswith("map.")
+            cmd = {**req.cmd, "time_ms": node.world.loop.now // 1000}
+            index = core.propose(encode(cmd))
+            node.tracker.add(index, core.term, req)
+        except NotLeader as e:
+            self.reply(req, "not_leader", leader=int(e.leader))
+        except (ProposalDropped, RaftError):
+            self.reply(req, "dropped")
+
+    def heartbeat_ready(self, req: MapRequest) -> None:
+        """The daemon's node_heartbeat, from the keepalive on: the read point is applied
+        on a leader that has just confirmed itself."""
+        sm = self.node.sm
+        got = sm.leases.get(req.lease)
+        if got is None:
+            self.reply(req, "lease_not_found")
+            return
+        if not self.clock.keepalive(req.lease, got[0], self.local_s()):
+            core = self.node.core
+            if core is None or core.role is not Role.LEADER:
+                self.reply(req, "not_leader", leader=int(core.leader) if core else 0)
+            else:
+                self.reply(req, "lease_not_found")  # its expiry is on its way
+            return
+        rec = sm.map.nodes.get(req.node)
+        if rec is None or not rec.get("live") or rec["lease"] != req.lease:
+            self.reply(req, "stale_lease")
+            return
+        answer = {
+            "node": req.node,
+            "lease": req.lease,
+            "ttl_ms": round(got[0] * 1000),
+            "revision": sm.kv.revision,
+            "vips": sm.map.owned_vips(req.node),
+            "releasing": sm.map.releasing_vips(req.node),
+        }
+        self.reply(req, "ok", answer)
+
+    def _map_timers(self) -> None:
+        node = self.node
+        core = node.core
+        assert core is not None
+        for cmd in self.map_ctl.due(self.local_s(), node.sm.map):
+            node.world.trace(f"n{node.id} map timer: {cmd['op']}")
+            try:
+                index = core.propose(encode({**cmd, "time_ms": node.world.loop.now // 1000}))
+                node.tracker.add(index, core.term, TimerToken(cmd["op"]))
+            except RaftError:
+                pass  # proposed again once retry_s has passed, if still due
 
     # ---- watches ------------------------------------------------------------------
 
@@ -193,7 +297,10 @@ class NodeServices:
             self._send(s, "events", kv.revision, _rows(backlog, req.prefix, start))
 
     def _events_applied(self, events: list[Event]) -> None:
-        self.node.world.watch_checker.on_events(self.node.id, events)
+        world = self.node.world
+        world.watch_checker.on_events(self.node.id, events)
+        if world.fleet is not None:
+            world.fleet.map_checker.on_events(self.node.id, self.node.sm, events)
         for client in sorted(self.streams):
             s = self.streams[client]
             rows = _rows(events, s.prefix, s.start)

@@ -79,6 +79,12 @@ def verdict(res: RunResult) -> str:
         "election safety, leader append-only, log matching, leader completeness, "
         "state-machine safety, lost acknowledged writes, exactly-once"
     )
+    if res.world.fleet is not None:
+        checked += (
+            "; VIPs: never two holders at once, no holder left serving after a hand-over, "
+            "epochs only rising (every replica, every agent); no accused replica offered "
+            "for I/O; map indexes equal to a rebuild from the keys"
+        )
     lines.append(f"checked: {checked}")
     lin = {True: "yes", False: "NO", None: "inconclusive"}[res.linearizable]
     lines.append(f"linearizable: {lin} ({len(res.world.history.ops)} operations)")

@@ -19,8 +19,11 @@ rather than to an id that depends on the seed.
 
 Node selectors: an id, a bound name, "leader", "follower" (a follower not yet
 named), "other" (a node not yet named), "rest" (in a group list: every node
-not listed elsewhere). After the script, ``heal_at`` heals everything,
-restarts crashed nodes and resumes paused ones; the run then has ``liveness``
+not listed elsewhere), or a target agent's name ("t2": its host). Steps and
+waits for agents, VIPs and initiators are in scenario_map.py.
+
+After the script, ``heal_at`` heals everything, restarts crashed nodes (and
+killed agents) and resumes paused ones; the run then has ``liveness``
 to elect a stable leader and complete a write, and ends at ``duration``.
 """
 
@@ -38,6 +41,7 @@ from coord.raft import ChangeType, ConfChange, NodeId, Role
 from .history import OpKind
 from .loop import S, parse_duration
 from .net import LinkParams
+from .scenario_map import MapSteps
 from .workload import WorkloadParams
 from .world import SimParams, World
 
@@ -91,7 +95,7 @@ def load(name_or_path: str | Path) -> Scenario:
             heal_at_us=parse_duration(heal) if heal is not None else None,
             liveness_us=parse_duration(doc.get("liveness", "8s")),
             expect=list(doc.get("expect", [])),
-            params={k: doc.get(k, {}) for k in ("network", "workload", "raft", "sim")},
+            params={k: doc.get(k, {}) for k in ("network", "workload", "raft", "sim", "agents")},
             steps=list(doc.get("step", [])),
             source=str(path),
         )
@@ -122,6 +126,10 @@ def build_params(sc: Scenario, nodes: int | None = None) -> SimParams:
             raise ScenarioError(f"{sc.name}: unknown workload setting {k!r}")
         setattr(wl, k, v)
     p = SimParams(nodes=nodes or sc.nodes, link=link, workload=wl, raft=dict(sc.params["raft"]))
+    for k, v in sc.params.get("agents", {}).items():
+        if not hasattr(p.agents, k):
+            raise ScenarioError(f"{sc.name}: unknown agents setting {k!r}")
+        setattr(p.agents, k, v)
     for k, v in sc.params["sim"].items():
         if not hasattr(p, k):
             raise ScenarioError(f"{sc.name}: unknown sim setting {k!r}")
@@ -158,6 +166,7 @@ class Runner:
         self.run = ScenarioRun(world)
         self._script_client = 0
         self._catch_up_target = 0
+        self.map_steps = MapSteps(self)
 
     # ---- selectors ------------------------------------------------------------------
 
@@ -182,6 +191,8 @@ class Runner:
                     continue
                 return nid
             raise ScenarioError(f"no {sel} node left to pick")
+        if w.fleet is not None and isinstance(sel, str):
+            return self.map_steps.agent(sel).host  # an agent's host, by its name ("t2")
         raise ScenarioError(f"unknown node selector {sel!r}")
 
     def groups(self, spec: list[list[Any]]) -> list[list[int]]:
@@ -237,6 +248,8 @@ class Runner:
                 w.guard(nid, node.resume)
             if not node.alive and nid not in self.run.removed:
                 w.restart(nid)
+        if w.fleet is not None:
+            w.fleet.restart_killed()
 
     def _run_step(self, n: int, step: dict[str, Any]) -> None:
         w = self.w
@@ -330,6 +343,9 @@ class Runner:
             return conf_is
         if kind == "time":
             return lambda: False
+        cond = self.map_steps.condition(step)
+        if cond is not None:
+            return cond
         raise ScenarioError(f"unknown wait condition {kind!r}")
 
     def _ids(self, sels: list[Any]) -> list[int]:
@@ -365,7 +381,8 @@ class Runner:
                 nid = self.node(step["node"])
                 others = [n for n in sorted(w.nodes) if n != nid]
                 self._close_split()
-                w.partition([[nid], others], f"isolate n{nid}")
+                who = f"n{nid}" if nid in w.nodes else self.map_steps.agent(nid).name
+                w.partition([[nid], others], f"isolate {who}")
                 self._open_split([[nid], others])
             case "links":
                 # Only the listed (bidirectional) links work; "one-way" pairs only a->b.
@@ -419,7 +436,8 @@ class Runner:
                 if why:
                     w.note(f"transfer refused: {why}", "note")
             case _:
-                raise ScenarioError(f"unknown step action {what!r}")
+                if not self.map_steps.do(step):
+                    raise ScenarioError(f"unknown step action {what!r}")
 
     def _storm(self, step: dict[str, Any]) -> None:
         """Crash random nodes and bring them back quickly, again and again, for a while.

@@ -43,6 +43,24 @@ class LeaseRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class MapRequest:
+    """A target agent, initiator or operator asking a node about the cluster map.
+
+    ``propose``: a ``map.*`` command (``cmd``) through Raft; ``heartbeat``: the
+    node's keepalive plus the VIPs it may serve (the daemon's node_heartbeat);
+    ``list``: every map key as this node has applied it (re-listing a watch).
+    """
+
+    client: int
+    host: int
+    req: int
+    kind: str  # propose | heartbeat | list
+    cmd: dict[str, Any] | None = None
+    node: str = ""
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class WatchRequest:
     client: int
     host: int

@@ -28,8 +28,10 @@ from coord.raft import (
 )
 from coord.raft.confchange import bootstrap
 
+from .agents import AgentParams
 from .checkers.raft import RaftChecker
 from .checkers.store import LeaseChecker, WatchChecker
+from .fleet import Fleet
 from .history import History, Op, Outcome
 from .loop import MS, Loop, fmt_time
 from .net import LinkParams, Network
@@ -53,6 +55,7 @@ class SimParams:
     workload: WorkloadParams = field(default_factory=WorkloadParams)
     raft: dict[str, Any] = field(default_factory=dict)  # extra Config fields
     node_class: type[RaftNode] = RaftNode
+    agents: AgentParams = field(default_factory=AgentParams)  # target agents (none by default)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class World:
         self.client_rng = random.Random(master.getrandbits(64))
         self.fault_rng = random.Random(master.getrandbits(64))
         node_seed = master.getrandbits(64)
+        # Drawn last, so runs without agents see the same streams as before they existed.
+        self.agent_rng = random.Random(master.getrandbits(64))
         self.loop = Loop()
         self.tick_us = params.tick_us
         self.snapshot_every = params.snapshot_every
@@ -114,12 +119,15 @@ class World:
         self.clients: dict[int, Client] = {}
         self.script_ops: dict[int, Op] = {}  # one-off writes a scenario sends itself
         self._roles: dict[int, tuple[Role, int]] = {}
+        self.fleet: Fleet | None = None
         first, hs = bootstrap(list(range(1, params.nodes + 1)))
         for nid in range(1, params.nodes + 1):
             node = self._make_node(nid)
             node.disk.write(("ents", (first,)))
             node.disk.write(("hs", hs))
             node.disk.sync()
+        if params.agents.count:
+            self.fleet = Fleet(self, params.agents)
 
     def _make_node(self, nid: int) -> SimNode:
         cfg = Config(
@@ -159,6 +167,8 @@ class World:
             self.clients[cid] = client
             client.start()
         self._start_services(wp, len(self.clients))
+        if self.fleet is not None:
+            self.fleet.start()
 
     def _start_services(self, wp: WorkloadParams, first: int) -> None:
         rates = [n.rate for n in self.nodes.values()]
@@ -224,6 +234,9 @@ class World:
         self.net.send(src, m.dst, m)
 
     def _deliver(self, src: int, dst: int, payload: Any) -> None:
+        if self.fleet is not None and dst not in self.nodes:
+            self.fleet.deliver(dst, payload)  # an agent's, initiator's or the operator's host
+            return
         if isinstance(payload, WatchMsg):
             svc = self.services.get(payload.client)
             if isinstance(svc, WatchClient) and svc.host == dst:
@@ -337,7 +350,8 @@ class World:
         self.note("heal: network whole")
 
     def partition(self, groups: list[list[int]], label: str = "") -> None:
-        hosts = sorted(self.nodes)
+        # Every node takes part; other hosts (agents) only where a group names them.
+        hosts = sorted(set(self.nodes) | {h for g in groups for h in g})
         self.net.partition(groups, hosts)
         text = " | ".join("{" + ",".join(str(h) for h in sorted(g)) + "}" for g in groups)
         self.note(f"partition {label + ' ' if label else ''}{text}")
@@ -430,6 +444,8 @@ class World:
         ]
         for text in self.checker.lost_writes(acked):  # type: ignore[arg-type]
             self._report("lost-write", (), text)
+        if self.fleet is not None:
+            self.fleet.finish()
         for cid in sorted(self.services):
             svc = self.services[cid]
             if isinstance(svc, WatchClient):

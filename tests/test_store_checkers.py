@@ -53,7 +53,7 @@ def snapshot_skips_watchers() -> Iterator[None]:
 
 @contextmanager
 def revoke_keeps_keys() -> Iterator[None]:
-    def revoke(self: StateMachine, lease_id: int) -> dict[str, Any]:
+    def revoke(self: StateMachine, lease_id: int, reason: str = "") -> dict[str, Any]:
         self.leases.pop(lease_id, None)
         if self.on_lease is not None:
             self.on_lease(lease_id, None)
