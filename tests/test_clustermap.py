@@ -285,6 +285,35 @@ def test_reregistering_or_revoking_by_hand_releases_instead_of_moving() -> None:
     assert mp2.cm.vips["127.0.10.1"]["releasing"] and not mp2.cm.nodes[owner2]["live"]
 
 
+def test_the_controller_spreads_vips_one_release_at_a_time() -> None:
+    mp = Map()
+    mp.register("n1", 10)
+    for i in range(1, 5):
+        mp(op="map.vip_create", address=f"127.0.10.{i}")  # all on n1: nobody else is up
+    mp.register("n2", 10)
+    mp.register("n3", 10)
+    ctl = MapController(rebalance_every_s=5.0)
+    ctl.lead(0.0)
+    assert ctl.due(4.9, mp.cm) == []  # a new leader lets agents come back first
+    moves = 0
+    t = 5.0
+    while (cmds := [c for c in ctl.due(t, mp.cm) if c["op"] == "map.vip_move"]) and moves < 10:
+        (cmd,) = cmds
+        vip = mp(**cmd)
+        assert vip["releasing"]  # a move is a release: the holder lets go first
+        assert ctl.due(t + 5, mp.cm) == []  # nothing else moves while one is released
+        mp(
+            op="map.vip_released",
+            address=cmd["address"],
+            epoch=vip["epoch"],
+            lease=mp.cm.nodes["n1"]["lease"],
+        )
+        moves += 1
+        t += 5.0
+    counts = sorted(len(mp.cm.node_vips.get(n, ())) for n in ("n1", "n2", "n3"))
+    assert counts == [1, 1, 2] and moves == 2
+
+
 def test_deleting_a_held_vip_waits_for_its_release() -> None:
     mp = three_nodes()
     mp(op="map.vip_create", address="127.0.10.1")

@@ -12,6 +12,12 @@ Pure, like coord/store/leases.py: the caller hands in its monotonic clock
   letting go: by then it has stopped serving (target/vip.py).
 - Waiting rebuilds are offered to ``map.rebuild_schedule`` every
   ``rebuild_every_s`` when one of them could be placed now.
+- VIPs are spread: when no VIP is being released and one eligible node holds
+  at least two more than another (VIPs created before most agents came up, a
+  node back from the dead), one VIP moves from the fullest to the emptiest
+  (``map.vip_move``, itself a release: safe), at most every
+  ``rebalance_every_s``. A VIP carries only logins (sessions run to the nodes'
+  own portals), so a move costs new logins a moment, not I/O.
 
 Every countdown starts when this leader first sees the item: taking office
 restarts them all, so they only ever end later than the state says, never
@@ -32,19 +38,27 @@ Key = tuple[str, str, int]  # (kind, id, revision it was seen at)
 
 class MapController:
     def __init__(
-        self, pending_ttl_s: float = 10.0, rebuild_every_s: float = 1.0, retry_s: float = 1.0
+        self,
+        pending_ttl_s: float = 10.0,
+        rebuild_every_s: float = 1.0,
+        retry_s: float = 1.0,
+        rebalance_every_s: float = 5.0,
     ) -> None:
         self.pending_ttl_s = pending_ttl_s
         self.rebuild_every_s = rebuild_every_s
         self.retry_s = retry_s
+        self.rebalance_every_s = rebalance_every_s
         self.leading = False
         self.deadlines: dict[Key, float] = {}
         self.next_rebuild = 0.0
+        self.next_rebalance = 0.0
 
     def lead(self, now: float) -> None:
         self.leading = True
         self.deadlines = {}
         self.next_rebuild = now
+        # A new leader lets the cluster settle (agents re-registering) before spreading.
+        self.next_rebalance = now + self.rebalance_every_s
 
     def step_down(self) -> None:
         self.leading = False
@@ -75,6 +89,11 @@ class MapController:
             self.next_rebuild = now + self.rebuild_every_s
             if any(ops.rebuild_slot(cm, v, r) is not None for v, r in sorted(cm.rebuild_waiting)):
                 cmds.append({"op": "map.rebuild_schedule"})
+        if now >= self.next_rebalance and not cm.releasing:
+            move = rebalance_move(cm)
+            if move is not None:
+                self.next_rebalance = now + self.rebalance_every_s
+                cmds.append({"op": "map.vip_move", "address": move[0], "to": move[1]})
         return cmds
 
     def _due(self, key: Key, now: float, ttl_s: float, current: dict[Key, float]) -> bool:
@@ -84,3 +103,17 @@ class MapController:
             return True
         current[key] = deadline
         return False
+
+
+def rebalance_move(cm: ClusterMap) -> tuple[str, str] | None:
+    """(VIP, to): one step from the node with the most VIPs to the one with the fewest,
+    if they differ by two or more; None when the spread is even enough."""
+    eligible = cm.eligible()
+    if len(eligible) < 2:
+        return None
+    counts = [(len(cm.node_vips.get(n, ())), n) for n in eligible]
+    most = min(counts, key=lambda c: (-c[0], c[1]))  # the fullest; ties: lowest id
+    least = min(counts)
+    if most[0] - least[0] < 2:
+        return None
+    return sorted(cm.node_vips[most[1]])[0], least[1]
