@@ -117,16 +117,7 @@ async def _forward(request: web.Request, leader_api: str) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"malformed JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
-    return doc
+    return await ops.json_body(request)
 
 
 def _key(request: web.Request) -> str:

@@ -19,7 +19,6 @@ forwards them to the leader (api.py's middleware).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -370,25 +369,8 @@ class MapRoutes:
 
 
 async def _body(request: web.Request, *allowed: str) -> dict[str, Any]:
-    """The JSON object in the body (empty: ``{}``); a field not in ``allowed`` is a 400.
-
-    A misspelt optional field would otherwise be ignored in silence (an
-    ``arbitre: true`` policy without an arbiter), so unknown fields are refused.
-    """
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"malformed JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
-    unknown = sorted(k for k in doc if k not in allowed)
-    if unknown:
-        known = ", ".join(allowed) if allowed else "none"
-        raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))} (known: {known})")
-    return doc
+    """The body's JSON object; fields not in ``allowed`` are refused."""
+    return await ops.json_body(request, allowed)
 
 
 def _path_name(request: web.Request, part: str, what: str) -> str:

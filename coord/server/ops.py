@@ -7,8 +7,11 @@ carrying the code and HTTP status a client sees.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from aiohttp import web
 
 from coord.clustermap import model
 from coord.clustermap.apply import MAX_REPORT
@@ -355,3 +358,26 @@ async def dispatch(node: Node, msg: dict[str, Any]) -> dict[str, Any]:
         case "sessions_report":
             return await sessions_report(node, msg.get("node"), msg, sess)
     raise BadRequest(f"unknown channel operation {op!r}")
+
+
+async def json_body(request: web.Request, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The JSON object in a request's body (empty: ``{}``).
+
+    With ``allowed``, any other field is a 400: a misspelt optional field would
+    otherwise be ignored in silence (an ``arbitre: true`` policy without an arbiter).
+    """
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"malformed JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise BadRequest("the body must be a JSON object")
+    if allowed is not None:
+        unknown = sorted(k for k in doc if k not in allowed)
+        if unknown:
+            known = ", ".join(allowed) if allowed else "none"
+            raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))} (known: {known})")
+    return doc
