@@ -23,7 +23,7 @@ test *args:
 lint:
     {{py}} -m ruff check coord sim target tests
     {{py}} -m ruff format --check coord sim target tests
-    {{py}} -m mypy coord sim
+    {{py}} -m mypy coord sim target
 
 # Run one scenario, or explore random fault schedules: `just sim run figure-8 --seed 3`.
 sim *args:

@@ -214,10 +214,20 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         mark = "  <- leader" if str(leader) == ident else ""
         print(f"  node {ident}: http://{a}  pid {pids[ident]}{mark}")
     first = f"http://{apis[0]}"
+    if args.targets:
+        from target import demo
+
+        try:
+            pids.update(demo.start_targets(args, d, apis))
+        finally:
+            (d / "pids.json").write_text(json.dumps(pids))
     print("try:")
     print(f'  curl -s -X PUT {first}/v1/kv/hello -d \'{{"value": "world"}}\'')
     print(f"  curl -s {first}/v1/kv/hello")
     print(f"  curl -s {first}/v1/cluster")
+    if args.targets:
+        print(f"  curl -s {first}/v1/map; curl -s {first}/v1/vips; curl -s {first}/v1/sessions")
+        demo.print_iscsi_hints(args)
     if args.detach:
         print(f"stop it with: python -m coord cluster down --dir {d}")
         return 0
@@ -230,6 +240,7 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return_code = 0
     _stop(pids)
+    _reap_targets(d)
     (d / "pids.json").unlink(missing_ok=True)
     return return_code
 
@@ -251,12 +262,21 @@ def _stop(pids: dict[str, int]) -> None:
     for pid in pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
+    # Agents stop their tgtd on the way out: give them time (under load, more than a second).
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
         time.sleep(0.05)
     for pid in pids.values():
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def _reap_targets(d: Path) -> None:
+    if any(d.glob("t*.pids")):
+        from target.demo import reap_tgtds
+
+        for pid in reap_tgtds(d):
+            print(f"coord: killed tgtd {pid}, left behind by its agent", file=sys.stderr)
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
@@ -265,6 +285,7 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
         print(f"coord: no running cluster recorded in {args.dir}", file=sys.stderr)
         return 1
     _stop(json.loads(f.read_text()))
+    _reap_targets(Path(args.dir))
     f.unlink()
     print("coord: cluster stopped")
     return 0
@@ -356,6 +377,18 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--dir", default=".coord")
     up.add_argument("--base-port", type=int, default=7000)
     up.add_argument("--detach", action="store_true", help="start it and return")
+    up.add_argument(
+        "--targets",
+        type=int,
+        default=3,
+        help="target nodes (agent + tgtd) to start beside the cluster (0: none)",
+    )
+    up.add_argument("--vip", default="127.0.10.1", help="the portal VIP (a loopback address)")
+    up.add_argument(
+        "--target-subnet",
+        default="127.0.0",
+        help="target node N's tgtd listens on SUBNET.(20+N):3260",
+    )
     up.set_defaults(fn=cmd_cluster_up)
     down = csub.add_parser("down", help="stop a detached local cluster")
     down.add_argument("--dir", default=".coord")

@@ -611,6 +611,10 @@ class Client:
         finally:
             await ch.close()
 
+    async def open_channel(self) -> Channel:
+        """A channel to the leader that the caller keeps (and closes) itself."""
+        return await _open_channel(self)
+
     # ---- cluster -------------------------------------------------------------------------------
 
     async def cluster(self) -> dict[str, Any]:
