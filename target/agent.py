@@ -97,6 +97,7 @@ class Agent:
         self._channel_lock = asyncio.Lock()
         self._reported: tuple[set[tuple[str, str]], float] | None = None
         self._iqns: tuple[int, dict[str, str]] = (-1, {})
+        self._grown_busy: set[str] = set()  # grown volumes waiting for their sessions to end
         self.stopped = asyncio.Event()
         self.events: list[tuple[float, str]] = []  # (monotonic, what): VIP up/down, for tests
 
@@ -306,10 +307,31 @@ class Agent:
             await self.tgtd.unexport(iqn)
             log.info("%s: unexported %s", self.cfg.node, iqn)
         for iqn, vol in sorted(want.items()):
-            path = ensure_backing(self.cfg.backing_dir, vol["name"], int(vol["size_bytes"]))
+            size = int(vol["size_bytes"])
+            path = ensure_backing(self.cfg.backing_dir, vol["name"], size)
             if iqn not in have:
                 await self.tgtd.export(iqn, path)
                 log.info("%s: exported %s", self.cfg.node, iqn)
+                continue
+            lun = have[iqn].lun(1)
+            # tgtd reads a LUN's size once: a grown volume shows its new size only when
+            # exported again, which would end its sessions. So: when it has none.
+            if lun is not None and (lun.size_mb + 1) * 1_000_000 < size:
+                if have[iqn].sessions:
+                    if iqn not in self._grown_busy:
+                        self._grown_busy.add(iqn)
+                        log.warning(
+                            "%s: %s grew to %d bytes; its sessions see the old size until "
+                            "they end (then it is exported again)",
+                            self.cfg.node,
+                            iqn,
+                            size,
+                        )
+                    continue
+                await self.tgtd.unexport(iqn)
+                await self.tgtd.export(iqn, path)
+                self._grown_busy.discard(iqn)
+                log.info("%s: exported %s again at its new size", self.cfg.node, iqn)
 
     async def _report_sessions(self) -> None:
         if self.tgtd is None or self.cache is None or not self.lease:

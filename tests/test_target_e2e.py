@@ -324,6 +324,19 @@ def test_io_runs_through_the_vip_and_the_session_is_counted_active(fleet: Fleet)
     assert perf.lines and max(n for _, n in perf.lines) > 0, perf.text[-5:]
 
 
+def test_a_grown_volume_shows_its_new_size_through_every_node(fleet: Fleet) -> None:
+    fleet.call("PATCH", "/v1/volumes/vol1", {"size_bytes": 2 << 30})
+
+    def grown() -> bool:
+        for k in (1, 2, 3):
+            cap = _run(["iscsi-readcapacity16", fleet.url(f"{fleet.subnet}.{20 + k}")])
+            if "RETURNED LOGICAL BLOCK ADDRESS:4194303" not in cap.stdout:
+                return False
+        return True
+
+    fleet.wait("2 GiB on every node", grown, 20)
+
+
 def test_failover_kill9_of_the_node_holding_the_session_and_the_vip(fleet: Fleet) -> None:
     initiator = "iqn.2026-12.test:perf-failover"
     perf = Perf(fleet, initiator, 25)
