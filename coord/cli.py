@@ -96,7 +96,9 @@ async def serve(cfg: NodeConfig) -> int:
     node = Node(cfg)
     await node.start()
     app = make_app(node)
-    runner = web.AppRunner(app, access_log=None)
+    # Open streams (watches from a host that died without a FIN) must not hold a
+    # stop for aiohttp's default 60 s: two seconds to finish answers, then close.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, cfg.me.api[0], cfg.me.api[1], reuse_address=True)
     await site.start()

@@ -14,7 +14,11 @@ Two kinds:
 - ``InterfaceVips`` (real mode): ``ip addr replace ADDR/32 dev DEV label
   DEV:vip``, then a gratuitous ARP so that neighbours whose cache still points
   at the previous holder's MAC switch at once instead of after their cache
-  entry times out; ``ip addr del`` on ``down``. The label marks our addresses:
+  entry times out; ``ip addr del`` on ``down``. The address carries a lifetime
+  (``valid_lft``), renewed with every acknowledged heartbeat (``keep``): if the
+  agent dies while its host lives, the kernel removes the VIP itself about when
+  the agent's own window would have closed, instead of answering ARP for a
+  portal that is gone. The label marks our addresses:
   ``held()`` lists only those, so a restarted agent drops leftover VIPs without
   ever touching the node's own address. With a network namespace (several
   "hosts" on one machine), ``ip -n NS`` does the configuring and the ARP
@@ -37,6 +41,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import shutil
 import socket
@@ -57,7 +62,11 @@ _IFNAMSIZ = 16  # including the NUL: names and labels have at most 15 characters
 
 
 class VipAddresses(Protocol):
-    async def up(self, address: str) -> None:
+    async def keep(self, address: str, lifetime_s: float) -> None:
+        """Renew a held address's lifetime (real mode; nothing to do in development)."""
+        ...
+
+    async def up(self, address: str, lifetime_s: float | None = None) -> None:
         """Make ``address`` ours (idempotent)."""
         ...
 
@@ -85,7 +94,10 @@ class LoopbackVips:
     def __init__(self) -> None:
         self._held: set[str] = set()
 
-    async def up(self, address: str) -> None:
+    async def keep(self, address: str, lifetime_s: float) -> None:
+        return None  # the socket dies with the agent: nothing outlives it
+
+    async def up(self, address: str, lifetime_s: float | None = None) -> None:
         if not IPv4Address(address).is_loopback:
             raise ValueError(f"LoopbackVips serves 127.0.0.0/8 only, not {address}")
         self._held.add(address)
@@ -130,14 +142,26 @@ class InterfaceVips:
         self.timeout_s = timeout_s
         self._ip = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin") or "ip"
 
-    async def up(self, address: str) -> None:
+    async def up(self, address: str, lifetime_s: float | None = None) -> None:
         vip = str(IPv4Address(address))
         # replace, not add: idempotent (add fails with "File exists" the second time).
-        await self._run("addr", "replace", f"{vip}/32", "dev", self.device, "label", self.label)
+        await self._replace(vip, lifetime_s)
         try:
             await _in_thread(self.netns, lambda: _announce(self.device, vip))
         except OSError as e:
             log.warning("gratuitous ARP for %s on %s failed: %s", vip, self.device, e)
+
+    async def keep(self, address: str, lifetime_s: float) -> None:
+        await self._replace(str(IPv4Address(address)), lifetime_s)
+
+    async def _replace(self, vip: str, lifetime_s: float | None) -> None:
+        args = ["addr", "replace", f"{vip}/32", "dev", self.device, "label", self.label]
+        if lifetime_s is not None:
+            # Whole seconds, rounded up (the kernel counts in seconds): the address may
+            # outlive the agent's window by under a second, never by a lease.
+            lft = str(max(1, math.ceil(lifetime_s)))
+            args += ["valid_lft", lft, "preferred_lft", lft]
+        await self._run(*args)
 
     async def down(self, address: str) -> None:
         vip = str(IPv4Address(address))

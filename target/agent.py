@@ -98,6 +98,7 @@ class Agent:
         self._reported: tuple[set[tuple[str, str]], float] | None = None
         self._iqns: tuple[int, dict[str, str]] = (-1, {})
         self._grown_busy: set[str] = set()  # grown volumes waiting for their sessions to end
+        self._kept_until = 0.0  # the served addresses' lifetimes end about then
         self.stopped = asyncio.Event()
         self.events: list[tuple[float, str]] = []  # (monotonic, what): VIP up/down, for tests
 
@@ -130,7 +131,7 @@ class Agent:
             # Who to kill to kill this node (tests, the harness): the agent and its tgtd.
             pids = {"agent": os.getpid(), "tgtd": self.tgtd.pid if self.tgtd else None}
             (cfg.log_dir / f"{cfg.node}.pids").write_text(json.dumps(pids))
-        self.cache = MapCache(self.client, progress_ms=200, on_change=self._on_map)
+        self.cache = MapCache(self.client, on_change=self._on_map)
         delay = 0.1
         while True:  # the coordinators may come up after us: wait for them, saying so
             try:
@@ -236,6 +237,7 @@ class Agent:
         while True:
             now = time.monotonic()
             await self._set_serving(self.holder.serving(now))
+            await self._keep_addresses(now)
             await self._acknowledge_releases()
             until = self.holder.serve_until()
             timeout = None if until is None or not self.serving else max(0.0, until - now)
@@ -257,7 +259,8 @@ class Agent:
             if addr in self.serving:
                 self.serving[addr] = epoch
                 continue
-            await self.addrs.up(addr)
+            until = self.holder.serve_until()
+            await self.addrs.up(addr, None if until is None else until - time.monotonic())
             portal = Portal(MapDirectory(self))
             try:
                 await portal.start(addr, self.cfg.vip_port)
@@ -270,6 +273,16 @@ class Agent:
             self.serving[addr] = epoch
             self.events.append((time.monotonic(), f"up {addr}"))
             log.info("%s: serving VIP %s (epoch %d)", self.cfg.node, addr, epoch)
+
+    async def _keep_addresses(self, now: float) -> None:
+        """Renew the served addresses' lifetimes to the end of the holder's window, so
+        the kernel drops them if this process dies (a second's rounding at most)."""
+        until = self.holder.serve_until()
+        if until is None or until <= self._kept_until + 0.25:
+            return  # renewed recently enough: a heartbeat every TTL/5 moves it on
+        for addr in sorted(self.serving):
+            await self.addrs.keep(addr, until - now)
+        self._kept_until = until
 
     async def _acknowledge_releases(self) -> None:
         for r in list(self.releasing):

@@ -347,7 +347,10 @@ class Portal:
         self, conn: PortalConnection, target: str, initiator: str, login_deadline: float
     ) -> list[Action]:
         loop = asyncio.get_running_loop()
-        wait = max(0.0, min(self.assign_timeout_s, login_deadline - loop.time()))
+        # At least a second, even for a login sent just before the connection's login
+        # deadline (libiscsi's stalled reconnects do that): refusing it for want of time
+        # would only make the initiator come back later.
+        wait = min(self.assign_timeout_s, max(1.0, login_deadline - loop.time()))
         # A task of its own, so that a directory that ignores cancellation
         # cannot hold this connection past the timeout.
         task = asyncio.ensure_future(self.directory.assign(target, initiator))

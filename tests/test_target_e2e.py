@@ -8,6 +8,7 @@ is started here and stopped here, by PID.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -29,7 +30,7 @@ import pytest
 
 from target.tgt import unavailable
 
-from .iscsi_initiator import Session
+from .iscsi_initiator import Options, Session
 from .procs import ROOT, Cluster
 
 IQN = "iqn.2026-12.io.coord:vol1"
@@ -240,22 +241,42 @@ def test_discovery_inquiry_and_capacity_through_the_vip(fleet: Fleet) -> None:
 
 
 def test_logins_are_redirected_least_active_first(fleet: Fleet) -> None:
-    before = {n: 0 for n in ("t1", "t2", "t3")}
-    for s in fleet.sessions():
-        before[s["node"]] += 1
-    for k in range(6):
-        got = _run(["iscsi-inq", "-i", f"iqn.2026-12.test:spread{k}", fleet.url()])
-        assert got.returncode == 0, got.stderr
-    after = {n: 0 for n in ("t1", "t2", "t3")}
-    mine = [s for s in fleet.sessions() if s["initiator"].startswith("iqn.2026-12.test:spread")]
-    for s in fleet.sessions():
-        after[s["node"]] += 1
-    assert len(mine) == 6
-    # Each login went where the fewest active plus pending sessions were.
-    assert max(after.values()) - min(after.values()) <= max(
-        1, max(before.values()) - min(before.values())
-    )
-    assert {s["node"] for s in mine} == {"t1", "t2", "t3"}
+    """Six initiators log in through the VIP and stay: each is sent where the fewest
+    sessions are, so they end two per node, and the map says where each one is."""
+    nodes = {f"{fleet.subnet}.{20 + k}:3260": f"t{k}" for k in (1, 2, 3)}
+    # Earlier logins' pending sessions expire (4 s here): start from an empty count.
+    fleet.wait("no sessions left from earlier tests", lambda: not fleet.sessions(), 15)
+
+    async def go() -> dict[str, str]:
+        sessions: list[Session] = []
+        try:
+            for k in range(6):
+                name = f"iqn.2026-12.test:spread{k}"
+                opts = Options(initiator_name=name)
+                sessions.append(await Session.login(f"{fleet.vip}:3260", IQN, options=opts))
+            assert all(s.hops[0] == f"{fleet.vip}:3260" and len(s.hops) == 2 for s in sessions)
+            went = {s.options.initiator_name: nodes[s.address] for s in sessions}
+            # The nodes' reports make them active where they really are.
+            fleet.wait(
+                "six active sessions in the map",
+                lambda: (
+                    {
+                        x["initiator"]: x["node"]
+                        for x in fleet.sessions()
+                        if x["initiator"] in went and x["state"] == "active"
+                    }
+                    == went
+                ),
+            )
+            return went
+        finally:
+            for s in sessions:
+                with contextlib.suppress(Exception):
+                    await s.logout()
+
+    went = asyncio.run(go())
+    counts = sorted(list(went.values()).count(n) for n in ("t1", "t2", "t3"))
+    assert counts == [2, 2, 2], went
 
 
 def test_data_written_through_one_node_reads_back_through_another(fleet: Fleet) -> None:

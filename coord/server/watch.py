@@ -9,7 +9,9 @@ the store's revision at registration) or offered live (a later revision).
 A watcher whose consumer falls too far behind is cut off with a clear error
 naming the revision to resume from, rather than holding memory without bound.
 Idle watchers get progress notifications carrying the current revision, so a
-client knows how up to date it is even when nothing changes.
+client knows how up to date it is even when nothing changes; and every batch
+of events is followed at once by one, so a client that must see whole
+revisions (one change may touch many keys) knows when it has one.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ async def watch(
     try:
         for ev in backlog:
             yield WatchItem("event", ev.revision, ev)
+        if backlog:
+            yield WatchItem("progress", sent)
         while True:
             try:
                 await asyncio.wait_for(w.wake.wait(), progress_s)
@@ -83,11 +87,18 @@ async def watch(
                 last = w.pending[0].revision if w.pending else sent + 1
                 yield WatchItem("overflow", last)
                 return
+            delivered = False
             while w.pending:
                 ev = w.pending.popleft()
                 if ev.revision >= start:  # a start in the future skips what comes before it
+                    delivered = True
                     yield WatchItem("event", ev.revision, ev)
+            # Nothing runs between the last check of ``pending`` and this read: every
+            # change up to ``sent`` has been yielded. Saying so at once lets a client that
+            # needs whole revisions (one change may touch many keys) use this one now.
             sent = node.sm.kv.revision
+            if delivered:
+                yield WatchItem("progress", sent)
     finally:
         node.watchers.remove(w)
 
