@@ -10,6 +10,7 @@ runs under ``ip netns exec``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -202,3 +203,22 @@ async def test_interface_vips_report_failures(lan: Lan) -> None:
         await InterfaceVips("va", f"{lan.a}-gone").held()
     with pytest.raises(ValueError):
         await InterfaceVips("va", lan.a).up("not-an-address")
+
+
+async def test_an_address_nobody_renews_goes_by_itself(lan: Lan) -> None:
+    """The kernel enforces the holder's window when the agent cannot: an address whose
+    lifetime is not renewed (its agent died, its host lives) is removed, and one that is
+    renewed stays."""
+    gone, kept = f"{lan.net}.101", f"{lan.net}.102"
+    vips = InterfaceVips("va", lan.a)
+    await vips.up(gone, lifetime_s=1.0)
+    await vips.up(kept, lifetime_s=1.0)
+    assert await vips.held() == {gone, kept}
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and gone in await vips.held():
+        await vips.keep(kept, 1.0)  # as heartbeats do
+        await asyncio.sleep(0.2)
+    held = await vips.held()
+    assert gone not in held and kept in held
+    await vips.down(kept)
+    assert await vips.held() == set()
