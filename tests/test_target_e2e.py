@@ -67,6 +67,7 @@ class Fleet:
     vip: str
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     dead: set[str] = field(default_factory=set)
+    control_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def api(self) -> str:
@@ -90,6 +91,7 @@ class Fleet:
 
     def start_agent(self, k: int) -> None:
         node = f"t{k}"
+        port = self.control_ports.setdefault(node, random.randrange(20000, 30000))
         cmd = [
             sys.executable, "-m", "target", "run",
             "--node", node,
@@ -97,7 +99,7 @@ class Fleet:
             "--portal", f"{self.subnet}.{20 + k}:3260",
             "--backing-dir", str(self.dir / "volumes"),
             "--disk", "d1:1T",
-            "--tgt-control-port", str(random.randrange(20000, 30000)),
+            "--tgt-control-port", str(port),
             "--ttl-ms", str(TTL_MS),
             "--log-dir", str(self.dir),
         ]  # fmt: skip
@@ -134,6 +136,9 @@ class Fleet:
             tgtd = self.pids(node).get("tgtd")
             if tgtd and _alive(tgtd):
                 os.kill(tgtd, signal.SIGKILL)
+            # A tgtd killed -9 cannot remove its control socket files: do it for it.
+            for f in Path("/var/run/tgtd").glob(f"socket.{self.control_ports[node]}*"):
+                f.unlink(missing_ok=True)
         self.agents = {}
         self.cluster.stop_all()
 
