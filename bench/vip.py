@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import itertools
 import json
 import os
@@ -55,6 +54,7 @@ from typing import Any
 
 from bench.netlab import Lab
 from target.backing import ensure_backing
+from target.cli import agent_command
 from target.iscsi import (
     Framer,
     LoginRequest,
@@ -66,6 +66,7 @@ from target.iscsi import (
     encode_text,
     parse_pairs,
 )
+from target.tgt import remove_socket_files
 
 ROOT = Path(__file__).resolve().parent.parent
 IQN = "iqn.2026-12.io.coord:vol1"
@@ -213,23 +214,6 @@ def _free_tgt_port() -> int:
     raise RuntimeError("no free tgtd control port")
 
 
-def remove_tgtd_files(port: int) -> None:
-    """The socket files a killed tgtd leaves, unless a live tgtd holds them (its lock)."""
-    lock = TGTD_DIR / f"socket.{port}.lock"
-    try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1)
-        for p in (TGTD_DIR / f"socket.{port}", lock):
-            p.unlink(missing_ok=True)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class CoordFleet:
     """coord's three nodes inside ``ctl``; an agent (real mode) and its tgtd per target host."""
 
@@ -278,13 +262,15 @@ class CoordFleet:
         port = _free_tgt_port()
         self.tgt_ports.append(port)
         h = self.lab.hosts[host]
-        cmd = [
-            sys.executable, "-m", "target", "run", "--node", host,
-            "--endpoints", ",".join(self.apis), "--portal", f"{h.address}:3260",
-            "--backing-dir", str(self.dir / "volumes"), "--disk", "d1:1T",
-            "--tgt-control-port", str(port), "--ttl-ms", str(self.ttl_ms),
-            "--vip-dev", h.dev, "--log-dir", str(self.dir),
-        ]  # fmt: skip
+        cmd = agent_command(
+            host,
+            self.apis,
+            f"{h.address}:3260",
+            self.dir,
+            control_port=port,
+            ttl_ms=self.ttl_ms,
+            vip_dev=h.dev,
+        )
         self.agents[host] = self.lab.spawn(host, cmd, self.dir / f"agent-{host}.log", cwd=ROOT)
 
     def pids(self, host: str) -> dict[str, int | None]:
@@ -324,7 +310,7 @@ class CoordFleet:
                     os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
         for port in self.tgt_ports:
-            remove_tgtd_files(port)
+            remove_socket_files(port)
 
 
 def _http(apis: list[str], method: str, path: str, body: dict[str, Any] | None) -> Any:
@@ -431,7 +417,7 @@ class KeepalivedPair:
                     os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
         for port in self.tgt_ports:
-            remove_tgtd_files(port)
+            remove_socket_files(port)
 
 
 def _tgtadm(port: int, *args: str, check: bool = True) -> bool:

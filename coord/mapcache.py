@@ -63,6 +63,9 @@ class MapCache:
         self.vips: dict[str, Record] = {}
         self.sessions: dict[str, Record] = {}
         self.revision = 0
+        # table name -> how many times it changed: a reader's index over one table (an
+        # agent's IQN -> volume) is rebuilt when that table changes, not every revision
+        self.generation: dict[str, int] = dict.fromkeys(KINDS.values(), 0)
         self.relists = 0  # listings after the first (compacted history, a failed watch)
         self._staged: list[dict[str, Any]] = []  # events of revision _staged_rev, not yet in
         self._staged_rev = 0
@@ -162,9 +165,11 @@ class MapCache:
         self._advance(self._staged_rev)
 
     def _apply(self, ev: dict[str, Any]) -> None:
-        table, ident = self._where(ev["key"])
-        if table is None:
+        name, ident = _where(ev["key"])
+        if not name:
             return
+        table: dict[str, Record] = getattr(self, name)
+        self.generation[name] += 1
         if ev["type"] == "delete":
             table.pop(ident, None)
             return
@@ -175,12 +180,14 @@ class MapCache:
     def _load(self, revision: int, items: list[dict[str, Any]]) -> None:
         for t in (self.nodes, self.policies, self.volumes, self.vips, self.sessions):
             t.clear()
+        for name in self.generation:
+            self.generation[name] += 1
         self._staged, self._staged_rev = [], 0
         for kv in items:
-            table, ident = self._where(kv["key"])
+            name, ident = _where(kv["key"])
             rec = _parse(kv["key"], kv.get("value"))
-            if table is not None and rec is not None:
-                table[ident] = rec
+            if name and rec is not None:
+                getattr(self, name)[ident] = rec
         self.revision = revision  # a linearizable listing: never behind what was seen
         self._changed()
 
@@ -201,12 +208,13 @@ class MapCache:
         if self.on_change is not None:
             self.on_change(self)
 
-    def _where(self, key: str) -> tuple[dict[str, Record] | None, str]:
-        for prefix, name in KINDS.items():
-            if key.startswith(prefix):
-                table: dict[str, Record] = getattr(self, name)
-                return table, key[len(prefix) :]
-        return None, ""
+
+def _where(key: str) -> tuple[str, str]:
+    """(the table a key belongs to, its id there), or ("", "") for a key of none."""
+    for prefix, name in KINDS.items():
+        if key.startswith(prefix):
+            return name, key[len(prefix) :]
+    return "", ""
 
 
 def _parse(key: str, value: Any) -> Record | None:

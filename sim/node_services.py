@@ -124,26 +124,35 @@ class NodeServices:
             w.report("lease-keys-left", (self.node.id,), f"lease {lease_id} revoked, {left} remain")
 
     def on_request(self, req: LeaseRequest) -> None:
+        if req.kind == "keepalive":
+            self._read_first(req)
+        elif req.kind == "grant":
+            self._propose(req, {"op": "lease_grant", "id": 0, "ttl": req.ttl})
+        else:
+            self._propose(
+                req, {"op": "put", "key": req.key, "value": req.value, "lease": req.lease}
+            )
+
+    def _read_first(self, req: LeaseRequest | MapRequest) -> None:
+        """A keepalive or heartbeat: answered once a ReadIndex round confirms us."""
         node = self.node
         core = node.core
         assert core is not None
-        now_ms = node.world.loop.now // 1000
         try:
-            if req.kind == "keepalive":
-                core.read_index((req.client, req.req))
-                node.track_read(req)
-                return
-            if req.kind == "grant":
-                cmd = {"op": "lease_grant", "id": 0, "ttl": req.ttl, "time_ms": now_ms}
-            else:
-                cmd = {
-                    "op": "put",
-                    "key": req.key,
-                    "value": req.value,
-                    "lease": req.lease,
-                    "time_ms": now_ms,
-                }
-            index = core.propose(encode(cmd))
+            core.read_index((req.client, req.req))
+            node.track_read(req)
+        except NotLeader as e:
+            self.reply(req, "not_leader", leader=int(e.leader))
+        except (ProposalDropped, RaftError):
+            self.reply(req, "dropped")
+
+    def _propose(self, req: LeaseRequest | MapRequest, cmd: dict[str, Any]) -> None:
+        """Into the log, stamped with our clock; answered when its fate is known."""
+        node = self.node
+        core = node.core
+        assert core is not None
+        try:
+            index = core.propose(encode({**cmd, "time_ms": node.world.loop.now // 1000}))
             node.tracker.add(index, core.term, req)
         except NotLeader as e:
             self.reply(req, "not_leader", leader=int(e.leader))
@@ -213,28 +222,16 @@ class NodeServices:
     # ---- the cluster map ----------------------------------------------------------
 
     def on_map(self, req: MapRequest) -> None:
-        node = self.node
-        core = node.core
-        assert core is not None
-        try:
-            if req.kind == "heartbeat":
-                core.read_index((req.client, req.req))
-                node.track_read(req)
-                return
-            if req.kind == "list":
-                # Serializable: what this node has applied, stamped with its revision.
-                kv = node.sm.kv
-                rows = [(x.key, x.value) for x in kv.range(MAP_PREFIX)]
-                self.reply(req, "ok", {"revision": kv.revision, "kvs": rows})
-                return
+        if req.kind == "heartbeat":
+            self._read_first(req)
+        elif req.kind == "list":
+            # Serializable: what this node has applied, stamped with its revision.
+            kv = self.node.sm.kv
+            rows = [(x.key, x.value) for x in kv.range(MAP_PREFIX)]
+            self.reply(req, "ok", {"revision": kv.revision, "kvs": rows})
+        else:
             assert req.cmd is not None and str(req.cmd.get("op", "")).startswith("map.")
-            cmd = {**req.cmd, "time_ms": node.world.loop.now // 1000}
-            index = core.propose(encode(cmd))
-            node.tracker.add(index, core.term, req)
-        except NotLeader as e:
-            self.reply(req, "not_leader", leader=int(e.leader))
-        except (ProposalDropped, RaftError):
-            self.reply(req, "dropped")
+            self._propose(req, req.cmd)
 
     def heartbeat_ready(self, req: MapRequest) -> None:
         """The daemon's node_heartbeat, from the keepalive on: the read point is applied
@@ -251,18 +248,10 @@ class NodeServices:
             else:
                 self.reply(req, "lease_not_found")  # its expiry is on its way
             return
-        rec = sm.map.nodes.get(req.node)
-        if rec is None or not rec.get("live") or rec["lease"] != req.lease:
+        answer = sm.map.heartbeat(req.node, req.lease)
+        if answer is None:
             self.reply(req, "stale_lease")
             return
-        answer = {
-            "node": req.node,
-            "lease": req.lease,
-            "ttl_ms": round(got[0] * 1000),
-            "revision": sm.kv.revision,
-            "vips": sm.map.owned_vips(req.node),
-            "releasing": sm.map.releasing_vips(req.node),
-        }
         self.reply(req, "ok", answer)
 
     def _map_timers(self) -> None:

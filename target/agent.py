@@ -50,7 +50,7 @@ from coord.client import UnknownOutcome as CoordUnknown
 from .addr import LoopbackVips, VipAddresses
 from .backing import ensure_backing
 from .portal import Portal, Unavailable, UnknownTarget
-from .tgt import Tgtd, TgtError, unavailable
+from .tgt import Target, Tgtd, TgtError, unavailable
 from .vip import Assignment, VipHolder
 
 log = logging.getLogger("coord.target")
@@ -97,6 +97,7 @@ class Agent:
         self._channel_lock = asyncio.Lock()
         self._reported: tuple[set[tuple[str, str]], float] | None = None
         self._iqns: tuple[int, dict[str, str]] = (-1, {})
+        self._synced_volumes = -1  # the volumes generation the exports were woken for
         self._grown_busy: set[str] = set()  # grown volumes waiting for their sessions to end
         self._kept_until = 0.0  # the served addresses' lifetimes end about then
         self.stopped = asyncio.Event()
@@ -229,7 +230,9 @@ class Agent:
             if v.get("owner") == self.cfg.node and v.get("releasing")
         ]
         self._wake.set()
-        self._sync_wake.set()
+        if cache.generation["volumes"] != self._synced_volumes:  # exports follow volumes
+            self._synced_volumes = cache.generation["volumes"]
+            self._sync_wake.set()
 
     # ---- VIPs: the serve loop -------------------------------------------------------------
 
@@ -303,26 +306,26 @@ class Agent:
     async def _sync(self) -> None:
         while True:
             try:
-                await self._sync_exports()
-                await self._report_sessions()
+                if self.tgtd is not None and self.cache is not None:
+                    have = await self.tgtd.targets()  # one look at tgtd serves both
+                    await self._sync_exports(have)
+                    await self._report_sessions(have)
             except (TgtError, CoordError, OSError) as e:
                 log.warning("%s: sync: %s", self.cfg.node, e)
             self._sync_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sync_wake.wait(), self.cfg.sync_every_s)
 
-    async def _sync_exports(self) -> None:
-        if self.tgtd is None or self.cache is None:
-            return
+    async def _sync_exports(self, have: dict[str, Target]) -> None:
+        assert self.tgtd is not None and self.cache is not None
         want = {v["iqn"]: v for v in self.cache.volumes.values()}
-        have = await self.tgtd.targets()
         for iqn in sorted(set(have) - set(want)):
             await self.tgtd.unexport(iqn)
             log.info("%s: unexported %s", self.cfg.node, iqn)
         for iqn, vol in sorted(want.items()):
             size = int(vol["size_bytes"])
-            path = ensure_backing(self.cfg.backing_dir, vol["name"], size)
             if iqn not in have:
+                path = ensure_backing(self.cfg.backing_dir, vol["name"], size)
                 await self.tgtd.export(iqn, path)
                 log.info("%s: exported %s", self.cfg.node, iqn)
                 continue
@@ -341,16 +344,22 @@ class Agent:
                             size,
                         )
                     continue
+                path = ensure_backing(self.cfg.backing_dir, vol["name"], size)  # grow it
                 await self.tgtd.unexport(iqn)
                 await self.tgtd.export(iqn, path)
                 self._grown_busy.discard(iqn)
                 log.info("%s: exported %s again at its new size", self.cfg.node, iqn)
 
-    async def _report_sessions(self) -> None:
-        if self.tgtd is None or self.cache is None or not self.lease:
+    async def _report_sessions(self, have: dict[str, Target]) -> None:
+        if not self.lease:
             return
-        by_iqn = {v["iqn"]: name for name, v in self.cache.volumes.items()}
-        now = {(by_iqn[t], i) for t, i in await self.tgtd.sessions() if t in by_iqn}
+        by_iqn = self.iqns()
+        now = {
+            (by_iqn[t.iqn], s.initiator)
+            for t in have.values()
+            if t.iqn in by_iqn  # a target whose volume just left the map: not reported
+            for s in t.sessions
+        }
         last = self._reported
         if last is not None and last[0] == now and time.monotonic() - last[1] < REPORT_EVERY_S:
             return
@@ -360,12 +369,14 @@ class Agent:
     # ---- the portals' way to the map ------------------------------------------------------
 
     def iqns(self) -> dict[str, str]:
-        """IQN -> volume name, as the map copy shows it (rebuilt once per revision)."""
+        """IQN -> volume name, as the map copy shows it (rebuilt when the volumes change:
+        every login is a revision of its own, so not once per revision)."""
         cache = self.cache
         if cache is None:
             return {}
-        if self._iqns[0] != cache.revision:
-            self._iqns = (cache.revision, {v["iqn"]: n for n, v in cache.volumes.items()})
+        gen = cache.generation["volumes"]
+        if self._iqns[0] != gen:
+            self._iqns = (gen, {v["iqn"]: n for n, v in cache.volumes.items()})
         return self._iqns[1]
 
     async def assign(self, volume: str, initiator: str) -> dict[str, Any]:

@@ -19,8 +19,8 @@ UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 def size(text: str) -> int:
     """``100G``, ``1T``, ``512M`` or plain bytes."""
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = t[-1:] if t[-1:] in UNITS and t[-1:] else ""
-    number = t[: -len(unit)] if unit else t
+    unit = t[-1] if t and t[-1] in "KMGT" else ""
+    number = t.removesuffix(unit)
     if not number.isdigit() or int(number) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (like 100G, 1T, 512M)")
     return int(number) * UNITS[unit]
@@ -41,6 +41,31 @@ def control_port(text: str) -> int:
     if not text.isdigit() or int(text) > 32767:
         raise argparse.ArgumentTypeError(f"tgtd's control port is 0 to 32767, not {text!r}")
     return int(text)
+
+
+def agent_command(
+    node: str,
+    endpoints: list[str],
+    portal: str,
+    workdir: Path,
+    *,
+    control_port: int = 0,
+    ttl_ms: int | None = None,
+    vip_dev: str = "",
+) -> list[str]:
+    """``coord-target run`` for a local node (the demo, tests, benchmarks): its backing
+    store in WORKDIR/volumes, a 1 TiB disk ``d1``, logs and its PID file in WORKDIR."""
+    cmd = [sys.executable, "-m", "target", "run", "--node", node]
+    cmd += ["--endpoints", ",".join(endpoints), "--portal", portal]
+    cmd += ["--backing-dir", str(workdir / "volumes"), "--disk", "d1:1T"]
+    cmd += ["--log-dir", str(workdir)]
+    if control_port:
+        cmd += ["--tgt-control-port", str(control_port)]
+    if ttl_ms is not None:
+        cmd += ["--ttl-ms", str(ttl_ms)]
+    if vip_dev:
+        cmd += ["--vip-dev", vip_dev]
+    return cmd
 
 
 def parser() -> argparse.ArgumentParser:

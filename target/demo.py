@@ -15,13 +15,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .cli import agent_command
 from .tgt import unavailable
 
 VOLUME = "demo"
@@ -48,27 +48,10 @@ def start_targets(args: argparse.Namespace, d: Path, apis: list[str]) -> dict[st
     base = f"http://{apis[0]}"
     for i in range(1, args.targets + 1):
         node = f"t{i}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "target",
-            "run",
-            "--node",
-            node,
-            "--endpoints",
-            ",".join(apis),
-            "--portal",
-            f"{args.target_subnet}.{20 + i}:3260",
-            "--backing-dir",
-            str(d / "volumes"),
-            "--disk",
-            "d1:1T",
-            "--log-dir",
-            str(d),
-        ]
-        if why is None:
-            # tgtd's control ports stop at 32767; one cluster's three stay together.
-            cmd += ["--tgt-control-port", str(args.base_port // 10 + i)]
+        # tgtd's control ports stop at 32767; one cluster's three stay together.
+        port = args.base_port // 10 + i if why is None else 0
+        portal = f"{args.target_subnet}.{20 + i}:3260"
+        cmd = agent_command(node, apis, portal, d, control_port=port)
         log = open(d / f"target-{node}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         pids[node] = proc.pid

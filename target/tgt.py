@@ -60,7 +60,7 @@ from typing import BinaryIO
 
 from target.tgtshow import Lun, Session, Target, parse_portals, parse_targets
 
-__all__ = ["Lun", "Session", "Target", "TgtError", "Tgtd", "unavailable"]
+__all__ = ["Lun", "Session", "Target", "TgtError", "Tgtd", "remove_socket_files", "unavailable"]
 
 log = logging.getLogger("coord.target.tgt")
 
@@ -278,7 +278,7 @@ class Tgtd:
                     os.kill(pid, signal.SIGKILL)
             if not await _wait_gone(pid, _REAP_S):
                 raise TgtError(["stop_leftover"], f"tgtd {pid} survived SIGKILL")
-        _remove_socket_files(self.control_port)
+        remove_socket_files(self.control_port)
         return pid
 
     async def _shutdown(self, deadline: float) -> None:
@@ -302,7 +302,7 @@ class Tgtd:
             elif proc is not None:
                 log.info("tgtd %d exited with status %s", proc.pid, proc.returncode)
             if proc is not None and proc.returncode is not None:
-                _remove_socket_files(self.control_port)
+                remove_socket_files(self.control_port)
         finally:
             self._close_log()
 
@@ -517,8 +517,8 @@ def _lock_holder(control_port: int) -> int | None:
     return None
 
 
-def _remove_socket_files(control_port: int) -> None:
-    """Remove the socket files an exited tgtd leaves, unless a tgtd holds them again.
+def remove_socket_files(control_port: int) -> None:
+    """Remove the socket files an exited (or killed) tgtd left, unless a tgtd holds them.
 
     Done while holding tgtd's own lock: a tgtd starting meanwhile either fails
     to take it (and exits) or makes fresh files after these are gone.

@@ -13,11 +13,13 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from target.backing import ensure_backing
 from target.iscsi import (
     RESERVED_TAG,
     LoginRequest,
@@ -35,9 +37,10 @@ from target.iscsi import (
     parse_text,
 )
 from target.portal import Portal, Unavailable, UnknownTarget
+from target.tgt import Tgtd, TgtError
 
 from .iscsi_initiator import Connection, ConnectionLost, LoginFailed, Options, Session, discover
-from .tgtd_fixture import Tgtd, free_loopback, skip_reason
+from .tgtd_fixture import free_loopback, skip_reason
 
 IQN_A = "iqn.2026-01.test.coord:vol-a"
 IQN_B = "iqn.2026-01.test.coord:vol-b"
@@ -374,31 +377,42 @@ SKIP = skip_reason()
 real = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 
-@pytest.fixture(scope="module")
-def tgtds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Tgtd, Tgtd]]:
+async def _start_tgtd(workdir: Path, prefix: str, rng: random.Random) -> Tgtd:
+    for _ in range(5):  # an address or control port another run took meanwhile: again
+        address = free_loopback(3260, prefix, rng)
+        tgtd = Tgtd(rng.randint(10000, 32000), f"{address}:3260", workdir / f"{address}.log")
+        try:
+            await tgtd.start()
+            return tgtd
+        except TgtError:
+            await tgtd.stop()
+    raise RuntimeError(f"no tgtd would start on {prefix}.N:3260")
+
+
+@pytest.fixture
+async def tgtds(tmp_path: Path) -> AsyncIterator[tuple[Tgtd, Tgtd]]:
     """Two tgtds on two loopback addresses exporting IQN_A from one backing file."""
     if SKIP is not None:
         pytest.skip(SKIP)
-    workdir = tmp_path_factory.mktemp("tgtd")
     rng = random.Random()
-    a = Tgtd(workdir, free_loopback(3260, "127.0.20", rng))
-    b = Tgtd(workdir, free_loopback(3260, "127.0.21", rng))
+    started: list[Tgtd] = []
     try:
-        for t in (a, b):
-            t.start()
-            t.add_target(1, IQN_A, workdir / "vol-a.img")
-        a.add_target(2, IQN_B, workdir / "vol-b.img", size_bytes=8 << 20)
-        yield a, b
+        for prefix in ("127.0.20", "127.0.21"):
+            started.append(await _start_tgtd(tmp_path, prefix, rng))
+        for t in started:
+            await t.export(IQN_A, ensure_backing(tmp_path, "vol-a", 64 << 20))
+        await started[0].export(IQN_B, ensure_backing(tmp_path, "vol-b", 8 << 20))
+        yield started[0], started[1]
     finally:
-        a.stop()
-        b.stop()
+        for t in started:
+            await t.stop()
 
 
 @pytest.fixture
 async def vip_portal(tgtds: tuple[Tgtd, Tgtd]) -> AsyncIterator[tuple[Portal, FakeDirectory]]:
     """A portal on 127.0.10.x:3260 (as on a VIP) sending both targets to the first tgtd."""
     a, _ = tgtds
-    directory = FakeDirectory({IQN_A: a.address, IQN_B: a.address})
+    directory = FakeDirectory({IQN_A: a.portal, IQN_B: a.portal})
     portal = Portal(directory)
     rng = random.Random()
     for attempt in range(5):
@@ -483,15 +497,15 @@ async def test_write_through_one_tgtd_read_through_another(
     data = os.urandom((1 << 20) + 3 * 512)
     lba = random.randrange(0, 100_000)
     async with await Session.login(portal.address, IQN_A) as s:
-        assert s.hops == [portal.address, a.address]
+        assert s.hops == [portal.address, a.portal]
         cap = await s.read_capacity16()
         assert (cap.blocks, cap.block_size) == (131072, 512)
         assert (await s.inquiry()).vendor == "IET"
         await s.write(lba, data)
         assert await s.read(lba, len(data) // 512) == data
-    directory.routes[IQN_A] = b.address  # the volume's sessions now go to the other node
+    directory.routes[IQN_A] = b.portal  # the volume's sessions now go to the other node
     async with await Session.login(portal.address, IQN_A) as s:
-        assert s.hops == [portal.address, b.address]
+        assert s.hops == [portal.address, b.portal]
         assert await s.read(lba, len(data) // 512) == data
 
 
@@ -512,8 +526,8 @@ async def test_initiator_paths_against_tgtd(tgtds: tuple[Tgtd, Tgtd], options: O
     a, _ = tgtds
     data = os.urandom(300 * 512)
     lba = random.randrange(100_000, 130_000)
-    async with await Session.login(a.address, IQN_A, options=options) as s:
-        assert s.hops == [a.address]
+    async with await Session.login(a.portal, IQN_A, options=options) as s:
+        assert s.hops == [a.portal]
         await s.write(lba, data)
         assert await s.read(lba, 300) == data
         assert await s.read(lba + 1, 2) == data[512 : 3 * 512]

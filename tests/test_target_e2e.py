@@ -12,12 +12,9 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,26 +25,19 @@ from typing import Any
 
 import pytest
 
-from target.tgt import unavailable
+from target.cli import agent_command
+from target.tgt import remove_socket_files
 
 from .iscsi_initiator import Options, Session
 from .procs import ROOT, Cluster
+from .tgtd_fixture import Perf, skip_reason
 
 IQN = "iqn.2026-12.io.coord:vol1"
 TTL_MS = 1500
 
 
-def _skip_reason() -> str | None:
-    why = unavailable()
-    if why is not None:
-        return why
-    for tool in ("iscsi-inq", "iscsi-ls", "iscsi-readcapacity16", "iscsi-perf"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install libiscsi-bin)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+SKIP = skip_reason()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
 
 
 def _free(host: str, port: int) -> bool:
@@ -92,17 +82,9 @@ class Fleet:
     def start_agent(self, k: int) -> None:
         node = f"t{k}"
         port = self.control_ports.setdefault(node, random.randrange(20000, 30000))
-        cmd = [
-            sys.executable, "-m", "target", "run",
-            "--node", node,
-            "--endpoints", ",".join(self.cluster.endpoints()),
-            "--portal", f"{self.subnet}.{20 + k}:3260",
-            "--backing-dir", str(self.dir / "volumes"),
-            "--disk", "d1:1T",
-            "--tgt-control-port", str(port),
-            "--ttl-ms", str(TTL_MS),
-            "--log-dir", str(self.dir),
-        ]  # fmt: skip
+        portal = f"{self.subnet}.{20 + k}:3260"
+        cluster = self.cluster.endpoints()
+        cmd = agent_command(node, cluster, portal, self.dir, control_port=port, ttl_ms=TTL_MS)
         log = open(self.dir / f"{node}.log", "ab")  # noqa: SIM115 - the child owns it
         self.agents[node] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -136,9 +118,7 @@ class Fleet:
             tgtd = self.pids(node).get("tgtd")
             if tgtd and _alive(tgtd):
                 os.kill(tgtd, signal.SIGKILL)
-            # A tgtd killed -9 cannot remove its control socket files: do it for it.
-            for f in Path("/var/run/tgtd").glob(f"socket.{self.control_ports[node]}*"):
-                f.unlink(missing_ok=True)
+            remove_socket_files(self.control_ports[node])  # a tgtd killed -9 cannot
         self.agents = {}
         self.cluster.stop_all()
 
@@ -296,47 +276,8 @@ def test_data_written_through_one_node_reads_back_through_another(fleet: Fleet) 
     assert asyncio.run(go()) == data
 
 
-class Perf:
-    """iscsi-perf through the VIP, its per-second progress lines time-stamped as they come."""
-
-    def __init__(self, fleet: Fleet, initiator: str, seconds: int) -> None:
-        # Unbuffered: into a pipe, its progress lines would all come at the end.
-        cmd = ["stdbuf", "-o0", "iscsi-perf", "-i", initiator, "-t", str(seconds), "-x", "60", "-n"]
-        cmd.append(fleet.url())
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.lines: list[tuple[float, int]] = []  # (monotonic, iops current)
-        self.text: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        buf = b""
-        while chunk := self.proc.stdout.read1(4096):
-            buf += chunk
-            *done, buf = buf.replace(b"\r", b"\n").split(b"\n")
-            if b"busy" in buf:  # a progress line is whole once it says "busy N"
-                done.append(buf)
-                buf = b""
-            for raw in done:
-                line = raw.decode(errors="replace").strip()
-                if line:
-                    self.text.append(line)
-                if "iops current" in line:
-                    n = int(line.split("iops current", 1)[1].split()[0])
-                    self.lines.append((time.monotonic(), n))
-
-    def finish(self, timeout: float) -> None:
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._reader.join(5)
-
-
 def test_io_runs_through_the_vip_and_the_session_is_counted_active(fleet: Fleet) -> None:
-    perf = Perf(fleet, "iqn.2026-12.test:perf-short", 4)
+    perf = Perf(fleet.url(), "iqn.2026-12.test:perf-short", 4)
     try:
         fleet.wait(
             "the session reported active by its node",
@@ -365,7 +306,7 @@ def test_a_grown_volume_shows_its_new_size_through_every_node(fleet: Fleet) -> N
 
 def test_failover_kill9_of_the_node_holding_the_session_and_the_vip(fleet: Fleet) -> None:
     initiator = "iqn.2026-12.test:perf-failover"
-    perf = Perf(fleet, initiator, 25)
+    perf = Perf(fleet.url(), initiator, 25)
     try:
         session = fleet.wait(
             "the perf session in the map",

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -26,21 +24,14 @@ import pytest
 
 from bench.netlab import Lab, LabError, ip
 from bench.vip import IQN, CoordFleet, HolderWatch, login, wait
-from target.tgt import unavailable
+
+from .tgtd_fixture import Perf, skip_reason
 
 
 def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespaces need root"
     if shutil.which("ip") is None:
         return "ip (iproute2) is not installed"
-    why = unavailable()
-    if why is not None:
-        return why
-    for tool in ("iscsi-inq", "iscsi-readcapacity16", "iscsi-perf", "stdbuf"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install libiscsi-bin)"
-    return None
+    return skip_reason()  # tgtd and libiscsi, and root (which namespaces need too)
 
 
 pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
@@ -111,50 +102,6 @@ def test_inquiry_and_capacity_through_the_vip_are_redirected(world: World) -> No
     assert len(hops) == 2
 
 
-class Perf:
-    """iscsi-perf inside the client namespace, its progress lines time-stamped as they come."""
-
-    def __init__(self, world: World, initiator: str, seconds: int) -> None:
-        cmd = ["stdbuf", "-o0", "iscsi-perf", "-i", initiator, "-t", str(seconds)]
-        cmd += ["-x", "60", "-n", world.url()]
-        self.proc = subprocess.Popen(
-            world.lab.argv("cli", cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.lines: list[tuple[float, int]] = []  # (monotonic, iops current)
-        self.text: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        buf = b""
-        while chunk := self.proc.stdout.read1(4096):
-            buf += chunk
-            *done, buf = buf.replace(b"\r", b"\n").split(b"\n")
-            if b"busy" in buf:  # a progress line is whole once it says "busy N"
-                done.append(buf)
-                buf = b""
-            for raw in done:
-                line = raw.decode(errors="replace").strip()
-                if line:
-                    self.text.append(line)
-                if "iops current" in line:
-                    n = int(line.split("iops current", 1)[1].split()[0])
-                    self.lines.append((time.monotonic(), n))
-
-    def finish(self, timeout: float) -> None:
-        for _ in range(2):  # the second signal ends it at once (one alone can be undone)
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                time.sleep(0.1)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._reader.join(5)
-
-
 class NeighbourWatch:
     """The client's neighbour entry for the VIP, read every ~20 ms until stopped."""
 
@@ -185,7 +132,7 @@ def _vip_lines(ns: str, dev: str) -> list[str]:
 def test_host_death_moves_the_vip_and_io_resumes(world: World) -> None:
     lab, fleet, vip = world.lab, world.fleet, world.vip
     initiator = "iqn.2026-12.test:ns-perf"
-    perf = Perf(world, initiator, 45)
+    perf = Perf(world.url(), initiator, 45, lambda argv: world.lab.argv("cli", argv))
     watch = HolderWatch(lab, vip, TARGETS)  # from before the planned move to the end
     neigh: NeighbourWatch | None = None
     try:
@@ -279,7 +226,7 @@ def test_host_death_moves_the_vip_and_io_resumes(world: World) -> None:
             5,
         )
     finally:
-        perf.finish(10)
+        perf.finish(10, interrupt=True)
         if neigh is not None:
             neigh.stop()
         watch.stop()

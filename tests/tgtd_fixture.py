@@ -1,33 +1,31 @@
-"""A real tgtd on a loopback address, for tests: started, given targets, stopped by PID.
-
-tgtd ignores SIGTERM, so it is stopped the way DESIGN.md says: delete each
-target (--force), then the system, then wait for the PID; SIGKILL by PID
-only if that did not work. Two tgtd-specific traps: one that cannot bind
-its portal keeps running without it, and one whose control port is taken
-exits; both are detected (from its log) and the start is retried elsewhere.
-"""
+"""What the tests with a real tgtd and libiscsi share: why they cannot run here, if they
+cannot, a free loopback address, and iscsi-perf with its progress lines time-stamped.
+tgtd itself is driven by the product's own driver (target/tgt.py)."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-TOOLS = ("tgtd", "tgtadm", "iscsi-inq", "iscsi-ls", "iscsi-readcapacity16")
+from target.tgt import unavailable
+
+LIBISCSI = ("iscsi-inq", "iscsi-ls", "iscsi-readcapacity16", "iscsi-perf")
 
 
 def skip_reason() -> str | None:
     """Why tests with real tgtd and libiscsi cannot run here, or None."""
-    missing = [t for t in TOOLS if shutil.which(t) is None]
+    why = unavailable()
+    if why is not None:
+        return why
+    missing = [t for t in LIBISCSI if shutil.which(t) is None]
     if missing:
-        return f"not installed: {', '.join(missing)} (apt-get install tgt libiscsi-bin)"
-    if os.geteuid() != 0:
-        return "tgtd must run as root"
+        return f"not installed: {', '.join(missing)} (apt-get install libiscsi-bin)"
     return None
 
 
@@ -45,96 +43,54 @@ def free_loopback(port: int, prefix: str, rng: random.Random) -> str:
     raise RuntimeError(f"no free {prefix}.N:{port}")
 
 
-class Tgtd:
-    def __init__(self, workdir: Path, ip: str, port: int = 3260) -> None:
-        assert ip.startswith("127."), "tests use loopback only"
-        self.dir = workdir
-        self.ip = ip
-        self.port = port
-        self.control = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.tids: list[int] = []
-        self.log = workdir / f"tgtd-{ip}.log"
+class Perf:
+    """A bounded iscsi-perf (``-x`` reconnects, errors ignored), its per-second progress
+    lines time-stamped as they come. ``wrap`` runs it elsewhere (``ip netns exec``)."""
 
-    @property
-    def address(self) -> str:
-        return f"{self.ip}:{self.port}"
+    def __init__(
+        self,
+        url: str,
+        initiator: str,
+        seconds: int,
+        wrap: Callable[[list[str]], list[str]] = lambda argv: argv,
+    ) -> None:
+        # Unbuffered: into a pipe, its progress lines would all come at the end.
+        cmd = ["stdbuf", "-o0", "iscsi-perf", "-i", initiator, "-t", str(seconds), "-x", "60"]
+        self.proc = subprocess.Popen(
+            wrap([*cmd, "-n", url]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.lines: list[tuple[float, int]] = []  # (monotonic, iops current)
+        self.text: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def start(self, timeout_s: float = 5.0) -> None:
-        rng = random.Random()
-        for _ in range(5):
-            self.control = rng.randint(10000, 32000)  # tgtd takes at most 32767
-            if Path(f"/var/run/tgtd/socket.{self.control}.lock").exists():
-                continue
-            if self._try_start(timeout_s):
-                return
-        raise RuntimeError(f"tgtd did not start on {self.address}; see {self.log}")
+    def _read(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        buf = b""
+        while chunk := out.read1(4096):  # type: ignore[attr-defined]
+            buf += chunk
+            *done, buf = buf.replace(b"\r", b"\n").split(b"\n")
+            if b"busy" in buf:  # a progress line is whole once it says "busy N"
+                done.append(buf)
+                buf = b""
+            for raw in done:
+                line = raw.decode(errors="replace").strip()
+                if line:
+                    self.text.append(line)
+                if "iops current" in line:
+                    n = int(line.split("iops current", 1)[1].split()[0])
+                    self.lines.append((time.monotonic(), n))
 
-    def _try_start(self, timeout_s: float) -> bool:
-        log = open(self.log, "wb")  # noqa: SIM115 - the child owns it
-        cmd = ["tgtd", "-f", "-C", str(self.control), "--iscsi", f"portal={self.address}"]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            text = self.log.read_text(errors="replace")
-            if "another tgtd" in text or self.proc.poll() is not None:
-                self._stop_process()  # the control port is someone else's: no tgtadm
-                return False
-            if "unable to bind" in text:
-                self.stop()  # its control port is ours: stop it properly
-                return False
-            ok = self._tgtadm("--op", "show", "--mode", "sys", check=False).returncode == 0
-            if ok and self._portal_up():
-                return True
-            time.sleep(0.05)
-        self.stop()
-        return False
-
-    def _portal_up(self) -> bool:
+    def finish(self, timeout: float, interrupt: bool = False) -> None:
+        """Wait for its end (``interrupt``: end it now); killed by PID if it hangs."""
+        for _ in range(2 if interrupt else 0):  # a second signal ends it at once
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                time.sleep(0.1)
         try:
-            with socket.create_connection((self.ip, self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    def _tgtadm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        cmd = ["tgtadm", "-C", str(self.control), *args]
-        r = subprocess.run(cmd, capture_output=True, timeout=10, check=False)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.decode(errors='replace')}")
-        return r
-
-    def add_target(self, tid: int, iqn: str, backing: Path, size_bytes: int = 64 << 20) -> None:
-        """Target ``tid`` named ``iqn`` with LUN 1 on ``backing`` (sparse if new)."""
-        if not backing.exists():
-            with open(backing, "wb") as f:
-                f.truncate(size_bytes)
-        t = ("--lld", "iscsi", "--tid", str(tid))
-        self._tgtadm(*t, "--op", "new", "--mode", "target", "-T", iqn)
-        self.tids.append(tid)
-        self._tgtadm(*t, "--op", "new", "--mode", "logicalunit", "--lun", "1", "-b", str(backing))
-        self._tgtadm(*t, "--op", "bind", "--mode", "target", "-I", "ALL")
-
-    def stop(self) -> None:
-        """tgtadm: delete the targets, then the system; wait for the PID (SIGKILL last)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            for tid in self.tids:
-                self._tgtadm(
-                    "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", str(tid),
-                    "--force", check=False,
-                )  # fmt: skip
-            self._tgtadm("--op", "delete", "--mode", "system", check=False)
-        self._stop_process()
-
-    def _stop_process(self, wait_s: float = 5.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        try:
-            proc.wait(wait_s)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            self.proc.kill()
+            self.proc.wait(5)
+        self._reader.join(5)

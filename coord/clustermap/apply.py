@@ -386,9 +386,7 @@ def _with_replicas(vol: Record, replicas: list[Record]) -> Record:
 def replica_accuse(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
     """A writer saw this replica fail: nothing reads or writes it until it is healed."""
     vol, i = _find_replica(cm, cmd)
-    by = cmd.get("by")
-    if not isinstance(by, str) or not 0 < len(by) <= 128:
-        raise Invalid("'by' names the accuser (1-128 characters)")
+    by = m.accuser(cmd.get("by"))
     reps = [dict(r) for r in vol["replicas"]]
     r = reps[i]
     if r["state"] == m.RETIRED:
@@ -419,9 +417,7 @@ def replica_accuse(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
 def replica_heal(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
     """A heal began (``result: started``), succeeded (``ok``) or failed (``failed``)."""
     vol, i = _find_replica(cm, cmd)
-    result = cmd.get("result")
-    if result not in ("started", "ok", "failed"):
-        raise Invalid("'result' is 'started', 'ok' or 'failed'")
+    result = m.heal_result(cmd.get("result"))
     reps = [dict(r) for r in vol["replicas"]]
     r = reps[i]
     if r["state"] not in (m.ACCUSED, m.HEALING):
@@ -556,11 +552,8 @@ def _release(cm: ClusterMap, vip: Record, lease: int, ttl_ms: int, ctx: Ctx, **m
 def _release_all(cm: ClusterMap, nid: str, lease: int, ttl_ms: int, ctx: Ctx) -> None:
     for addr in sorted(cm.node_vips.get(nid, ())):
         vip = cm.vips[addr]
-        if not vip["releasing"]:
+        if not vip["releasing"]:  # one already on its way out keeps its own wait
             _release(cm, vip, lease, ttl_ms, ctx)
-        elif vip["release_lease"] == lease:
-            # Already on its way out under this lease; the longer wait stands.
-            continue
 
 
 def _assign_unowned(cm: ClusterMap, ctx: Ctx) -> None:
@@ -605,13 +598,11 @@ def vip_move(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
             "not_eligible", f"node {to!r} is not live and undrained: it cannot take {addr}"
         )
     owner = vip["owner"]
+    to = to or cm.least_vips(exclude=owner)
     if to is None:
-        others = [n for n in cm.eligible() if n != owner]
-        if not others:
-            return error("no_live_node", f"no other live, undrained node can take VIP {addr}")
-        to = min(others, key=lambda n: (len(cm.node_vips.get(n, ())), n))
+        return error("no_live_node", f"no other live, undrained node can take VIP {addr}")
     if owner is None:
-        _set_vip(cm, vip, ctx, owner=to or cm.least_vips())
+        _set_vip(cm, vip, ctx, owner=to)
     elif owner == to and not vip["releasing"]:
         return {"address": addr, "owner": owner, "epoch": vip["epoch"], "changed": False}
     elif vip["releasing"]:
@@ -700,7 +691,7 @@ def session_assign(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
     vol = cm.volumes.get(volume)
     if vol is None:
         return error("not_found", f"no volume {volume!r}")
-    sid = f"{volume}/{init}"
+    sid = m.session_id(volume, init)
     have = cm.sessions.get(sid)
     eligible = cm.eligible()
     if have is not None and have["node"] in eligible:
@@ -748,15 +739,15 @@ def sessions_report(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
         return error("not_found", f"no node {nid!r}")
     if not node.get("live") or node["lease"] != lease:
         return error("stale_lease", f"node {nid!r} is not live under lease {lease}: register again")
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, str]] = {}  # session id -> (volume, initiator)
     for row in rows:
         if not isinstance(row, list) or len(row) != 2:
             raise Invalid("each session is a [volume, initiator] pair")
         volume = m.name({"volume": row[0]}, "volume", "session")
-        seen.add(f"{volume}/{m.initiator(row[1])}")
+        init = m.initiator(row[1])
+        seen[m.session_id(volume, init)] = (volume, init)
     added = ended = 0
-    for sid in sorted(seen):
-        volume, _, init = sid.partition("/")
+    for sid, (volume, init) in sorted(seen.items()):
         if volume not in cm.volumes:
             continue  # deleted meanwhile: tgtd will drop it when the export goes
         have = cm.sessions.get(sid)
@@ -771,7 +762,7 @@ def sessions_report(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
                     "since_ms": ctx.now_ms,
                 }
             )
-    for sid in sorted(cm.node_sessions.get(nid, set()) - seen):
+    for sid in sorted(cm.node_sessions.get(nid, set()) - seen.keys()):
         if cm.sessions[sid]["state"] == m.ACTIVE:
             ended += 1
             cm.drop_session(sid)
@@ -807,7 +798,7 @@ def sessions_expire(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
 def session_delete(cm: ClusterMap, cmd: dict[str, Any], ctx: Ctx) -> Result:
     volume = m.name(cmd, "volume", "session")
     init = m.initiator(cmd.get("initiator"))
-    sid = f"{volume}/{init}"
+    sid = m.session_id(volume, init)
     if sid not in cm.sessions:
         return error("not_found", f"no session of {init} on {volume!r}")
     cm.drop_session(sid)

@@ -108,12 +108,11 @@ class MapController:
 def rebalance_move(cm: ClusterMap) -> tuple[str, str] | None:
     """(VIP, to): one step from the node with the most VIPs to the one with the fewest,
     if they differ by two or more; None when the spread is even enough."""
-    eligible = cm.eligible()
-    if len(eligible) < 2:
+    to = cm.least_vips()
+    if to is None:
         return None
-    counts = [(len(cm.node_vips.get(n, ())), n) for n in eligible]
-    most = min(counts, key=lambda c: (-c[0], c[1]))  # the fullest; ties: lowest id
-    least = min(counts)
-    if most[0] - least[0] < 2:
+    counts = [(len(cm.node_vips.get(n, ())), n) for n in cm.eligible()]
+    most, fullest = min(counts, key=lambda c: (-c[0], c[1]))  # the fullest; ties: lowest id
+    if most - len(cm.node_vips.get(to, ())) < 2:
         return None
-    return sorted(cm.node_vips[most[1]])[0], least[1]
+    return sorted(cm.node_vips[fullest])[0], to

@@ -43,6 +43,9 @@ REPLICA_STATES = (HEALTHY, ACCUSED, HEALING, REBUILDING, RETIRED)
 PENDING = "pending"
 ACTIVE = "active"
 
+VOLUME_STATES = ("ok", "degraded", "unwritable")
+HEAL_RESULTS = ("started", "ok", "failed")
+
 SCATTER = "scatter"
 AGGREGATE = "aggregate"
 
@@ -148,6 +151,18 @@ def initiator(v: Any) -> str:
     return v
 
 
+def accuser(v: Any) -> str:
+    if not isinstance(v, str) or not 0 < len(v) <= 128:
+        raise Invalid(f"'by' names the accuser in 1-128 characters (got {v!r:.80})")
+    return v
+
+
+def heal_result(v: Any) -> str:
+    if v not in HEAL_RESULTS:
+        raise Invalid(f"'result' is one of {', '.join(HEAL_RESULTS)} (got {v!r:.80})")
+    return str(v)
+
+
 def disks(v: Any) -> list[Record]:
     if not isinstance(v, list) or len(v) > MAX_DISKS:
         raise Invalid(f"'disks' must be a list of at most {MAX_DISKS} disks")
@@ -217,5 +232,6 @@ def holds_space(rep: Record) -> bool:
     return bool(rep["state"] != RETIRED)
 
 
-def session_key(volume: str, init: str) -> str:
-    return f"{SESSIONS}{volume}/{init}"
+def session_id(volume: str, init: str) -> str:
+    """A session's id in the map (its key under SESSIONS): one per initiator and volume."""
+    return f"{volume}/{init}"

@@ -120,7 +120,7 @@ class ClusterMap:
         self.kv.delete(m.VIPS + address)
 
     def put_session(self, rec: Record) -> None:
-        sid = f"{rec['volume']}/{rec['initiator']}"
+        sid = m.session_id(rec["volume"], rec["initiator"])
         old = self.sessions.get(sid)
         if old is not None:
             self._index_session(sid, old, -1)
@@ -204,23 +204,15 @@ class ClusterMap:
 
     def least_sessions(self) -> str | None:
         """Least-active: fewest active plus pending sessions; ties go to the lowest id."""
-        best: tuple[int, str] | None = None
-        for nid in self.eligible():
-            cand = (len(self.node_sessions.get(nid, ())), nid)
-            if best is None or cand < best:
-                best = cand
-        return None if best is None else best[1]
+        return _fewest(self.eligible(), self.node_sessions)
 
-    def least_vips(self, prefer: str | None = None) -> str | None:
-        eligible = self.eligible()
+    def least_vips(self, prefer: str | None = None, exclude: str | None = None) -> str | None:
+        """``prefer`` if it can take a VIP, else the eligible node (not ``exclude``) with
+        the fewest; ties go to the lowest id."""
+        eligible = [n for n in self.eligible() if n != exclude]
         if prefer is not None and prefer in eligible:
             return prefer
-        best: tuple[int, str] | None = None
-        for nid in eligible:
-            cand = (len(self.node_vips.get(nid, ())), nid)
-            if best is None or cand < best:
-                best = cand
-        return None if best is None else best[1]
+        return _fewest(eligible, self.node_vips)
 
     def free_disks(self, *, exclude_busy: bool = False) -> Iterator[Disk]:
         """Disks of live, undrained nodes with their free bytes (rebuild targets: not busy)."""
@@ -254,6 +246,23 @@ class ClusterMap:
         v["io_replicas"] = [r["id"] for r in m.io_replicas(v)]
         return v
 
+    def heartbeat(self, nid: str, lease: int) -> Record | None:
+        """The answer to a heartbeat of ``nid`` on ``lease``, from this state (its
+        revision): the VIPs the node may serve and those it must let go. None if that
+        lease is not the node's current one (it must register again). The daemon and
+        the simulator both answer with this, after the keepalive (target/vip.py)."""
+        rec = self.nodes.get(nid)
+        if rec is None or not rec.get("live") or rec["lease"] != lease:
+            return None
+        return {
+            "node": nid,
+            "lease": lease,
+            "ttl_ms": rec["ttl_ms"],
+            "revision": self.kv.revision,
+            "vips": self.owned_vips(nid),
+            "releasing": self.releasing_vips(nid),
+        }
+
     def owned_vips(self, nid: str) -> list[Record]:
         """The VIPs ``nid`` may serve: owned and not being released, by address."""
         return [
@@ -285,3 +294,7 @@ class ClusterMap:
             "pending_sessions": len(self.pending),
             "rebuilds_waiting": len(self.rebuild_waiting),
         }
+
+
+def _fewest(nodes: list[str], held: dict[str, set[str]]) -> str | None:
+    return min(nodes, key=lambda n: (len(held.get(n, ())), n), default=None)

@@ -30,9 +30,6 @@ from . import ops
 from .node import Node
 from .ops import BadRequest, NotFound, checked, raise_for
 
-VOLUME_STATES = ("ok", "degraded", "unwritable")
-HEAL_RESULTS = ("started", "ok", "failed")
-
 
 def add_routes(router: web.UrlDispatcher, node: Node) -> None:
     MapRoutes(node).add(router)
@@ -198,8 +195,9 @@ class MapRoutes:
 
     async def volume_list(self, request: web.Request) -> web.Response:
         state = request.query.get("state")
-        if state is not None and state not in VOLUME_STATES:
-            raise BadRequest(f"?state= is one of {', '.join(VOLUME_STATES)} (got {state!r})")
+        if state is not None and state not in model.VOLUME_STATES:
+            states = ", ".join(model.VOLUME_STATES)
+            raise BadRequest(f"?state= is one of {states} (got {state!r})")
         cm = await self._read(request)
         return self._items(
             [
@@ -263,17 +261,12 @@ class MapRoutes:
         """A writer saw this replica fail: nothing reads or writes it until it is healed."""
         cmd = self._replica(request, "map.replica_accuse")
         doc = await _body(request, "by")
-        by = doc.get("by")
-        if not isinstance(by, str) or not 0 < len(by) <= 128:
-            raise BadRequest(f"'by' names the accuser in 1-128 characters (got {by!r:.80})")
-        return await self._write(request, {**cmd, "by": by})
+        return await self._write(request, {**cmd, "by": checked(model.accuser, doc.get("by"))})
 
     async def replica_heal(self, request: web.Request) -> web.Response:
         cmd = self._replica(request, "map.replica_heal")
         doc = await _body(request, "result")
-        result = doc.get("result")
-        if result not in HEAL_RESULTS:
-            raise BadRequest(f"'result' is one of {', '.join(HEAL_RESULTS)} (got {result!r:.80})")
+        result = checked(model.heal_result, doc.get("result"))
         return await self._write(request, {**cmd, "result": result})
 
     async def replica_rebuilt(self, request: web.Request) -> web.Response:

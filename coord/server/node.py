@@ -641,18 +641,11 @@ class Node:
         moment (its ``revision``): the agent's VIP rule rests on exactly this
         order (target/vip.py).
         """
-        ttl = await self.lease_keepalive(lease)
-        rec = self.sm.map.nodes.get(node)
-        if rec is None or not rec.get("live") or rec["lease"] != lease:
+        await self.lease_keepalive(lease)
+        answer = self.sm.map.heartbeat(node, lease)
+        if answer is None:
             raise StaleLease(f"lease {lease} is not node {node!r}'s: register again")
-        return {
-            "node": node,
-            "lease": lease,
-            "ttl_ms": round(ttl * 1000),
-            "revision": self.sm.kv.revision,
-            "vips": self.sm.map.owned_vips(node),
-            "releasing": self.sm.map.releasing_vips(node),
-        }
+        return answer
 
     # ---- watches ------------------------------------------------------------------------
 

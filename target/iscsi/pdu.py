@@ -202,10 +202,6 @@ class LoginResponse:
     def immediate(self) -> bool:
         return False
 
-    @property
-    def status_class(self) -> int:
-        return self.status >> 8
-
     def _put(self, h: bytearray) -> None:
         h[1] = _login_flags(self.transit, self.cont, self.csg, self.nsg)
         h[2], h[3] = self.version_max, self.version_active
