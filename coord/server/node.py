@@ -682,6 +682,7 @@ class Node:
                     "match_index": int(p.match) if p else None,
                     "lag": int(st.last_index - p.match) if p else None,
                     "last_contact_ticks": p.ticks_since_ack if p else None,
+                    "last_contact_ms": p.ticks_since_ack * self.cfg.tick_ms if p else None,
                 }
             )
         return {
