@@ -1,5 +1,8 @@
 """python -m sim: list, run, explore, figures, bench.
 
+``run ... --html out.html`` also writes the run's timeline picture (sim/html.py);
+``explore ... --html out.html`` writes the first failing seed's.
+
 Exit status: 0 no violation, 1 a violation, 2 usage error.
 """
 
@@ -9,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from coord.raft import RaftNode
@@ -78,6 +82,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_picture(res: RunResult, path: str, engine: str) -> None:
+    from .html import render
+
+    try:
+        Path(path).write_text(render(res, engine), encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e}") from e
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.json:
         print(
@@ -92,6 +105,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("\n".join(res.world.trace_lines))
         print(timeline(res))
         print(verdict(res))
+    if args.html:
+        write_picture(res, args.html, args.engine)
+        if not args.json:
+            print(f"picture: {args.html}")
     return 0 if res.ok else 1
 
 
@@ -99,6 +116,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
     failing: list[int] = []
+    first_failing: RunResult | None = None
     if not args.json:
         print(
             f"SEED={args.start}..{args.start + args.seeds - 1} explore engine={args.engine}",
@@ -109,6 +127,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
         runs.append(res.to_json())
         if not res.ok:
             failing.append(seed)
+            if first_failing is None and args.html:
+                first_failing = res
         if not args.json:
             mark = "ok  " if res.ok else "FAIL"
             kinds = ", ".join(sorted({v.kind for v in res.violations}))
@@ -124,6 +144,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
         print(f"{len(runs)} seeds in {wall:.1f}s; {len(failing)} failing")
         for seed in failing:
             print(f"  replay: {_replay(f'explore:{seed}', seed, args.nodes, args.engine)}")
+    if first_failing is not None:
+        write_picture(first_failing, args.html, args.engine)
+        if not args.json:
+            print(f"picture of seed {first_failing.seed}: {args.html}")
     return 1 if failing else 0
 
 
@@ -150,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", default="coord", help="coord, or a mutant: " + ", ".join(MUTANTS))
     r.add_argument("--json", action="store_true")
     r.add_argument("--trace", action="store_true", help="print every traced event first")
+    r.add_argument("--html", metavar="PATH", help="also write the timeline picture (one HTML file)")
     r.set_defaults(fn=cmd_run)
     e = sub.add_parser("explore", help="swarm: random fault schedules, one per seed")
     e.add_argument("--seeds", type=int, default=20)
@@ -157,6 +182,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--nodes", type=int, default=None)
     e.add_argument("--engine", default="coord")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--html", metavar="PATH", help="write the first failing seed's picture here")
     e.set_defaults(fn=cmd_explore)
     f = sub.add_parser("figures", help="VIP reassignment time and reconnect balance over seeds")
     f.add_argument("--seeds", type=int, default=100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,12 +84,14 @@ def run_scenario(
     keep_trace: bool = False,
     replay: str = "",
     check_linearizability: bool = True,
+    make_world: Callable[..., World] = World,
 ) -> RunResult:
     params = build_params(sc, nodes)
     if node_class is not None:
         params.node_class = node_class
     started = time.perf_counter()
-    world = World(seed, params, keep_trace=keep_trace)
+    # make_world: another host than SimNode (sim/peers: other Raft implementations).
+    world = make_world(seed, params, keep_trace=keep_trace)
     run = Runner(sc, world).execute()
     notes: list[str] = []
     lin: LinearizabilityResult | None = None

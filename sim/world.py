@@ -102,6 +102,8 @@ class World:
         self.violations: list[Violation] = []
         self.timeline: list[TimelineEvent] = []
         self.leaders: list[tuple[int, int, int]] = []  # (time, term, node)
+        # (time, what, blocked links after it) at every partition, cut and heal: for pictures
+        self.net_log: list[tuple[int, str, tuple[tuple[int, int], ...]]] = []
         self._digest = hashlib.sha256()
         self._pending_trace: list[str] = []
         self.recent: deque[str] = deque(maxlen=30)
@@ -345,20 +347,26 @@ class World:
 
     # ---- faults (the nemesis calls these) -----------------------------------------
 
+    def _net_changed(self, text: str) -> None:
+        self.note(text)
+        self.net_log.append((self.loop.now, text, tuple(sorted(self.net.blocked))))
+
     def heal(self) -> None:
         self.net.heal()
-        self.note("heal: network whole")
+        self._net_changed("heal: network whole")
 
     def partition(self, groups: list[list[int]], label: str = "") -> None:
         # Every node takes part; other hosts (agents) only where a group names them.
         hosts = sorted(set(self.nodes) | {h for g in groups for h in g})
         self.net.partition(groups, hosts)
         text = " | ".join("{" + ",".join(str(h) for h in sorted(g)) + "}" for g in groups)
-        self.note(f"partition {label + ' ' if label else ''}{text}")
+        self._net_changed(f"partition {label + ' ' if label else ''}{text}")
 
     def block(self, pairs: set[tuple[int, int]], label: str) -> None:
         self.net.block(pairs)
-        self.note(f"links cut ({label}): " + " ".join(f"{a}->{b}" for a, b in sorted(pairs)))
+        self._net_changed(
+            f"links cut ({label}): " + " ".join(f"{a}->{b}" for a, b in sorted(pairs))
+        )
 
     def crash(self, nid: int) -> None:
         node = self.nodes[nid]
