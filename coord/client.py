@@ -625,6 +625,63 @@ class Client:
         doc: dict[str, Any] = await self._call("POST", "/v1/cluster/transfer", {"to": to})
         return doc
 
+    async def add_member(
+        self, node: int, peer: str, api: str, *, voter: bool = False
+    ) -> dict[str, Any]:
+        """Add a member (a learner unless ``voter``; promote it once it has caught up).
+
+        Membership changes are not deduplicated by session: a retry after an
+        unknown outcome may be refused because the first attempt went through.
+        """
+        body = {"id": node, "peer": peer, "api": api, "voter": voter}
+        return await self._doc("POST", "/v1/cluster/members", body)
+
+    async def promote_member(self, node: int) -> dict[str, Any]:
+        return await self._doc("POST", f"/v1/cluster/members/{node}/promote")
+
+    async def remove_member(self, node: int) -> dict[str, Any]:
+        return await self._doc("DELETE", f"/v1/cluster/members/{node}")
+
+    async def healthz(self) -> dict[str, Any]:
+        """This endpoint's own liveness (not forwarded): ``{"ok": true}``, else Unavailable."""
+        return await self._doc("GET", "/healthz")
+
+    async def leases(self, *, serializable: bool = False) -> dict[str, Any]:
+        """``{"revision", "leases": [{"id", "ttl", "keys", "remaining"}]}`` (remaining: s)."""
+        return await self._doc("GET", "/v1/leases" + _consistency(serializable, "?"))
+
+    async def delete_prefix(self, prefix: str) -> dict[str, Any]:
+        """Delete every key under ``prefix`` in one revision: ``{"revision", "deleted"}``."""
+        path = f"/v1/kv?prefix={_quote(prefix)}"
+        return await self._doc("DELETE", path, None, True)
+
+    async def download_snapshot(self) -> tuple[bytes, int]:
+        """The whole store as one file (``coord snapshot restore`` reads it) and its revision.
+
+        Asked of the leader when one is known (its state is the newest), else of
+        whichever endpoint answers.
+        """
+        with contextlib.suppress(CoordError):
+            leader = (await self.cluster()).get("leader_api")
+            if leader and _url(leader) in self.endpoints:
+                self._current = self.endpoints.index(_url(leader))
+        last: CoordError | None = None
+        for _ in range(len(self.endpoints)):
+            base = self.endpoints[self._current]
+            try:
+                async with self.session.get(
+                    f"{base}/v1/snapshot", timeout=aiohttp.ClientTimeout(total=self.timeout * 5)
+                ) as r:
+                    data = await r.read()
+                    if r.status == 200:
+                        return data, int(r.headers.get("X-Coord-Revision", "0"))
+                    last = Unavailable("unavailable", f"{base}: snapshot answered {r.status}")
+            except (aiohttp.ClientError, TimeoutError) as e:
+                last = Unavailable("unavailable", f"{base}: {type(e).__name__}: {e}")
+            self._rotate()
+        assert last is not None
+        raise last
+
 
 def _quote(s: str) -> str:
     from urllib.parse import quote
