@@ -68,7 +68,8 @@ class Compacted(CoordError):
 
 
 class Conflict(CoordError):
-    """409 from the cluster map: ``exists``, ``in_use``, ``unplaceable``, ``stale_lease``."""
+    """409: ``exists``, ``in_use``, ``unplaceable``, ``stale_lease`` (the cluster map),
+    ``invalid_change`` (a membership or leadership change that makes no sense now)."""
 
 
 ERRORS: dict[str, type[CoordError]] = {
@@ -83,6 +84,7 @@ ERRORS: dict[str, type[CoordError]] = {
     "in_use": Conflict,
     "unplaceable": Conflict,
     "stale_lease": Conflict,
+    "invalid_change": Conflict,
 }
 
 # Answers that certainly come from before the log: the sequence number is unused.

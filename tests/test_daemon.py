@@ -337,6 +337,10 @@ async def test_membership_add_learner_promote_and_remove(cluster: Cluster, clien
     )
     status, doc = raw(cluster, leader, "POST", "/v1/cluster/members", body.encode())
     assert status == 200 and doc["learner"] is True, doc
+    # Asking again cannot help: a final refusal, not "unavailable, retry".
+    status, doc = raw(cluster, leader, "POST", "/v1/cluster/members", body.encode())
+    assert status == 409 and doc["error"]["code"] == "invalid_change", doc
+    assert "already a member" in doc["error"]["message"]
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         status, doc = raw(cluster, leader, "POST", "/v1/cluster/members/4/promote")
@@ -354,6 +358,8 @@ async def test_membership_add_learner_promote_and_remove(cluster: Cluster, clien
     victim = next(i for i in (1, 2, 3) if i != leader)
     status, doc = raw(cluster, leader, "DELETE", f"/v1/cluster/members/{victim}")
     assert status == 200, doc
+    status, doc = raw(cluster, leader, "DELETE", f"/v1/cluster/members/{victim}")
+    assert status == 409 and "not a member" in doc["error"]["message"], doc
     cluster.stop(victim)
     assert await client.put("after-removal", "ok")
     voters = sorted(m["id"] for m in (await client.cluster())["members"] if m["voter"])

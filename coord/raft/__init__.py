@@ -1,7 +1,14 @@
 """Pure Raft core: no I/O, no clocks, no global randomness (see node.py and ready.py)."""
 
 from .confchange import ChangeType, ConfChange
-from .errors import Compacted, ConfChangeRejected, NotLeader, ProposalDropped, RaftError
+from .errors import (
+    Compacted,
+    ConfChangeRejected,
+    InvalidChange,
+    NotLeader,
+    ProposalDropped,
+    RaftError,
+)
 from .messages import Message, render
 from .node import Config, RaftNode, Status
 from .ready import ReadState, Ready, SoftState
@@ -32,6 +39,7 @@ __all__ = [
     "EntryKind",
     "HardState",
     "Index",
+    "InvalidChange",
     "Message",
     "NodeId",
     "NotLeader",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from .errors import ConfChangeRejected
+from .errors import InvalidChange
 from .types import ConfState, Entry, EntryKind, HardState, Index, NodeId, Term
 
 
@@ -41,34 +41,34 @@ class ConfChange:
 
 
 def apply_change(conf: ConfState, cc: ConfChange) -> ConfState:
-    """The configuration after ``cc``, or ConfChangeRejected saying why not."""
+    """The configuration after ``cc``, or InvalidChange saying why not."""
     voters, learners, n = set(conf.voters), set(conf.learners), cc.node
     if n <= 0:
-        raise ConfChangeRejected(f"bad node id {n}")
+        raise InvalidChange(f"bad node id {n}")
     match cc.type:
         case ChangeType.ADD_LEARNER:
             if n in voters or n in learners:
-                raise ConfChangeRejected(f"node {n} is already a member")
+                raise InvalidChange(f"node {n} is already a member")
             learners.add(n)
         case ChangeType.ADD_VOTER:
             if n in voters:
-                raise ConfChangeRejected(f"node {n} is already a voter")
+                raise InvalidChange(f"node {n} is already a voter")
             learners.discard(n)
             voters.add(n)
         case ChangeType.PROMOTE:
             if n not in learners:
-                raise ConfChangeRejected(f"node {n} is not a learner")
+                raise InvalidChange(f"node {n} is not a learner")
             learners.discard(n)
             voters.add(n)
         case ChangeType.REMOVE:
             if n not in voters and n not in learners:
-                raise ConfChangeRejected(f"node {n} is not a member")
+                raise InvalidChange(f"node {n} is not a member")
             if voters == {n}:
-                raise ConfChangeRejected("cannot remove the last voter")
+                raise InvalidChange("cannot remove the last voter")
             voters.discard(n)
             learners.discard(n)
         case ChangeType.BOOTSTRAP:
-            raise ConfChangeRejected("bootstrap is not a change")
+            raise InvalidChange("bootstrap is not a change")
     return ConfState(voters=tuple(sorted(voters)), learners=tuple(sorted(learners)))
 
 

@@ -26,7 +26,12 @@ class ProposalDropped(RaftError):
 
 
 class ConfChangeRejected(RaftError):
-    """A membership change that would be unsafe or makes no sense now."""
+    """A membership change that would be unsafe now: asking again later may succeed."""
+
+
+class InvalidChange(ConfChangeRejected):
+    """A change that makes no sense in this configuration (adding a member twice,
+    removing the last voter, handing leadership to a learner): asking again cannot help."""
 
 
 class Compacted(RaftError):

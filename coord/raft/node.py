@@ -37,7 +37,7 @@ from typing import assert_never
 
 from . import confchange
 from .confchange import ChangeType, ConfChange
-from .errors import ConfChangeRejected, NotLeader, ProposalDropped
+from .errors import ConfChangeRejected, InvalidChange, NotLeader, ProposalDropped
 from .log import RaftLog
 from .messages import (
     LEADER_MESSAGES,
@@ -688,7 +688,7 @@ class RaftNode:
         if to == self.id:
             return
         if to not in self.conf.voters:
-            raise ProposalDropped(f"node {to} is not a voter")
+            raise InvalidChange(f"node {to} is not a voter")
         self._transferee = to
         self._election_elapsed = 0  # the transfer must finish within an election timeout
         pr = self.progress[to]

@@ -35,6 +35,7 @@ from coord.raft import (
     Config,
     EntryKind,
     Index,
+    InvalidChange,
     NodeId,
     NotLeader,
     RaftError,
@@ -86,6 +87,13 @@ class Refused(NodeError):
 
     code = "unavailable"
     status = 503
+
+
+class Invalid(NodeError):
+    """A membership or leadership change that makes no sense now: asking again cannot help."""
+
+    code = "invalid_change"
+    status = 409
 
 
 class UnknownOutcome(NodeError):
@@ -483,6 +491,8 @@ class Node:
             index = core.propose_conf_change(ConfChange(kind, NodeId(node), context))
         except NotLeader as e:
             raise self._not_leader(e.leader) from e
+        except InvalidChange as e:
+            raise Invalid(str(e)) from e
         except RaftError as e:
             raise Refused(str(e)) from e
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -496,6 +506,8 @@ class Node:
             core.transfer_leadership(NodeId(to))
         except NotLeader as e:
             raise self._not_leader(e.leader) from e
+        except InvalidChange as e:
+            raise Invalid(str(e)) from e
         except RaftError as e:
             raise Refused(str(e)) from e
         self._wake.set()

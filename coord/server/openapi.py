@@ -442,7 +442,8 @@ DOCUMENT: dict[str, Any] = {
         "/v1/cluster": {"get": op("Leader, term, indexes and members.")},
         "/v1/cluster/members": {
             "post": op(
-                "Add a member (a learner unless voter is true).",
+                "Add a member (a learner unless voter is true). 409 invalid_change: already "
+                "a member; 503 unavailable: another change is not committed yet, retry.",
                 {
                     "type": "object",
                     "required": ["id", "peer", "api"],
@@ -456,12 +457,21 @@ DOCUMENT: dict[str, Any] = {
             )
         },
         "/v1/cluster/members/{id}/promote": {
-            "post": op("Promote a caught-up learner to voter.", id="path:required")
+            "post": op(
+                "Promote a caught-up learner to voter (409 invalid_change: not a learner; "
+                "503 unavailable: not caught up yet, retry).",
+                id="path:required",
+            )
         },
-        "/v1/cluster/members/{id}": {"delete": op("Remove a member.", id="path:required")},
+        "/v1/cluster/members/{id}": {
+            "delete": op(
+                "Remove a member (409 invalid_change: not a member, or the last voter).",
+                id="path:required",
+            )
+        },
         "/v1/cluster/transfer": {
             "post": op(
-                "Hand leadership to another voter.",
+                "Hand leadership to another voter (409 invalid_change: not a voter).",
                 {"type": "object", "required": ["to"], "properties": {"to": {"type": "integer"}}},
             )
         },
