@@ -181,7 +181,7 @@ class Transport:
                 try:
                     nonce = await asyncio.wait_for(reader.readexactly(NONCE_SIZE), 2.0)
                     backoff = 0.05
-                    await self._pump(peer, writer, nonce)
+                    await self._pump(peer, reader, writer, nonce)
                 finally:
                     writer.close()
                     with contextlib.suppress(Exception):
@@ -193,9 +193,43 @@ class Transport:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
-    async def _pump(self, peer: _Peer, writer: asyncio.StreamWriter, nonce: bytes) -> None:
+    async def _pump(
+        self,
+        peer: _Peer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        nonce: bytes,
+    ) -> None:
+        # The listener sends nothing after its nonce, so anything readable here is the
+        # peer closing (it restarted, or died). Writing into such a socket succeeds
+        # locally and is lost (the peer answers with a reset, and only the write after
+        # that fails): a restarted member would miss the first frames sent to it, often
+        # the very vote answers it campaigns for. So watch for the close, and reconnect
+        # before writing, with the queue intact.
+        closed = asyncio.ensure_future(reader.read(1))
+
+        def on_close(f: asyncio.Future[bytes]) -> None:
+            if not f.cancelled():
+                f.exception()  # a reset is as good as a close: retrieved, not logged
+            peer.wake.set()
+
+        closed.add_done_callback(on_close)
+        try:
+            await self._pump_frames(peer, writer, nonce, closed)
+        finally:
+            closed.cancel()
+
+    async def _pump_frames(
+        self,
+        peer: _Peer,
+        writer: asyncio.StreamWriter,
+        nonce: bytes,
+        closed: asyncio.Future[bytes],
+    ) -> None:
         counter = 0
         while not self._closing:
+            if closed.done():
+                raise ConnectionResetError("the peer closed the link")
             if not peer.queue:
                 peer.wake.clear()
                 await peer.wake.wait()

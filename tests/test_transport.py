@@ -242,6 +242,29 @@ async def test_reconnects_after_the_peer_restarts() -> None:
         await t3.close()
 
 
+async def test_a_restarted_peer_gets_every_frame_sent_after_its_restart() -> None:
+    """The link to a peer that restarted is replaced before anything is written into it:
+    the first frames after the restart arrive (they used to vanish into the dead socket)."""
+    t1, t2, _, got2 = await pair()
+    t1.send(hb(1, 2, 1))
+    await until(lambda: len(got2) == 1)  # t1's link to t2 is up
+    port = t2.listen[1]
+    await t2.close()  # closes its end of t1's link, as a killed process's kernel does
+    got3: list[Message] = []
+    t3 = Transport(2, ("127.0.0.1", port), {}, SECRET, got3.append)
+    await t3.start()
+    try:
+        await asyncio.sleep(0.2)  # t1 sends nothing meanwhile, as a follower to a follower
+        for n in (10, 11, 12):
+            t1.send(hb(1, 2, n))
+        await until(lambda: len(got3) == 3)
+        assert [m.commit for m in got3] == [10, 11, 12]  # type: ignore[union-attr]
+        assert t1.stats.messages_dropped == 0
+    finally:
+        await t1.close()
+        await t3.close()
+
+
 def test_short_secret_refused() -> None:
     with pytest.raises(ValueError, match="secret"):
         Transport(1, ("127.0.0.1", 0), {}, b"short", lambda m: None)
