@@ -101,12 +101,13 @@ class RaftLog:
     def unstable(self) -> tuple[Entry, ...]:
         return tuple(self.entries[self.stabled - self.offset :])
 
-    def next_committed(self) -> tuple[Entry, ...]:
-        """Committed entries not yet handed out for applying."""
+    def next_committed(self, limit: int) -> tuple[Entry, ...]:
+        """Committed entries not yet handed out for applying: the first ``limit`` of them."""
         if self.pending_snapshot is not None or self.committed <= self.applied:
             return ()
         lo = self.applied - self.offset
-        return tuple(self.entries[lo : self.committed - self.offset])
+        hi = min(self.committed - self.offset, lo + limit)
+        return tuple(self.entries[lo:hi])
 
     def find_conflict(self, entries: tuple[Entry, ...]) -> Index:
         """First index where ``entries`` disagree with our log, or 0 if none.

@@ -82,6 +82,9 @@ class Config:
     max_msg_entries: int = 64
     max_msg_bytes: int = 1 << 20
     max_uncommitted_bytes: int = 64 << 20  # 0: unlimited
+    # Committed entries handed out per Ready: a driver applies them before it does
+    # anything else, so a burst of thousands would hold it (and its heartbeats) for long.
+    max_committed_per_ready: int = 512
     # A learner may be promoted only when at most this many entries behind.
     learner_catchup_entries: int = 100
 
@@ -90,8 +93,10 @@ class Config:
             raise ValueError("node id must be positive")
         if not 0 < self.heartbeat_ticks < self.election_ticks:
             raise ValueError("need 0 < heartbeat_ticks < election_ticks")
-        if self.max_inflight < 1 or self.max_msg_entries < 1:
-            raise ValueError("max_inflight and max_msg_entries must be >= 1")
+        if self.max_inflight < 1 or self.max_msg_entries < 1 or self.max_committed_per_ready < 1:
+            raise ValueError(
+                "max_inflight, max_msg_entries and max_committed_per_ready must be >= 1"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -775,7 +780,7 @@ class RaftNode:
             entries=entries,
             messages=tuple(self._msgs),
             persisted_messages=tuple(self._msgs_after),
-            committed=log.next_committed(),
+            committed=log.next_committed(self.cfg.max_committed_per_ready),
             read_states=tuple(self._read_states),
             must_sync=bool(entries) or snap is not None or term_vote_changed,
         )

@@ -510,12 +510,8 @@ async def snapshot_take(request: web.Request) -> web.Response:
 
 
 async def snapshot_download(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    data = node.sm.snapshot()
-    headers = {
-        "X-Coord-Revision": str(node.sm.kv.revision),
-        "X-Coord-Index": str(node.sm.applied_index),
-    }
+    view, data = await request.app[NODE].encode_snapshot()
+    headers = {"X-Coord-Revision": str(view.revision), "X-Coord-Index": str(view.applied)}
     return web.Response(body=data, content_type="application/octet-stream", headers=headers)
 
 

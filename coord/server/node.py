@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import json
 import logging
 import random
@@ -50,6 +51,7 @@ from coord.storage import Storage
 from coord.store import StateMachine, encode
 from coord.store.leases import LeaseClock
 from coord.store.mvcc import Event
+from coord.store.snapshot import View
 from coord.transport import Transport
 
 from .config import Member, NodeConfig, parse_addr
@@ -126,6 +128,8 @@ class Node:
         self.tracker: ProposalTracker[asyncio.Future[dict[str, Any]]] = ProposalTracker()
         self._wake = asyncio.Event()
         self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"disk-{cfg.id}")
+        # Snapshots are encoded here, never in the disk thread: fsyncs must not wait on one.
+        self._snapper = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"snap{cfg.id}")
         self._tasks: list[asyncio.Task[None]] = []
         self._read_waiters: list[asyncio.Future[None]] = []
         self._read_batches: dict[int, _ReadBatch] = {}
@@ -137,6 +141,7 @@ class Node:
         self._role = Role.FOLLOWER
         self._term = 0
         self._snap_pending: tuple[int, bytes] | None = None
+        self._snap_encoding: tuple[int, asyncio.Future[bytes]] | None = None
         self.stopped = asyncio.Event()
         self.failure: str = ""
         self.watchers: list[Any] = []  # the watch hub registers itself here
@@ -165,6 +170,10 @@ class Node:
         if restored.snapshot is not None:
             self.sm.restore(restored.snapshot.data)
             self._members_from_store()
+            # What a large store restored lives long: keep the cyclic collector's full
+            # passes from walking it (a pass over a million records stalls the loop for
+            # a good part of an election timeout).
+            gc.freeze()
         for e in restored.entries:
             if e.kind is EntryKind.CONFIG:
                 self._note_config(e.data)
@@ -219,6 +228,7 @@ class Node:
         self._fail_everything(Unavailable("node is shutting down"))
         await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.close)
         self._disk.shutdown(wait=True)
+        self._snapper.shutdown(wait=False, cancel_futures=True)
         self.stopped.set()
 
     def _crash(self, why: str) -> None:
@@ -297,6 +307,10 @@ class Node:
                     core.advance(rd)
                     self._after_apply()
                     await self._maybe_compact()
+                    if rd.committed:
+                        # Let ticks, peers and clients in between batches of applying
+                        # (the core hands out at most max_committed_per_ready at a time).
+                        await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except AssertionError as e:
@@ -405,12 +419,22 @@ class Node:
     # ---- snapshots ----------------------------------------------------------------------
 
     async def _maybe_compact(self) -> None:
+        """Every ``snapshot_every`` entries: a snapshot, encoded in a thread while the node
+        goes on (see coord/store/snapshot.py); the log is cut ``snapshot_keep`` entries
+        after it, so followers a little behind still catch up from the log."""
         core = self.core
         assert core is not None
         applied = core.log.applied
         every, keep = self.cfg.snapshot_every, self.cfg.snapshot_keep
-        if self._snap_pending is None and applied - core.log.offset >= every:
-            self._snap_pending = (applied, self.sm.snapshot())
+        idle = self._snap_pending is None and self._snap_encoding is None
+        if idle and applied - core.log.offset >= every:
+            view = View.take(self.sm)
+            loop = asyncio.get_running_loop()
+            self._snap_encoding = (view.applied, loop.run_in_executor(self._snapper, view.encode))
+        if self._snap_encoding is not None and self._snap_encoding[1].done():
+            index, encoding = self._snap_encoding
+            self._snap_encoding = None
+            self._snap_pending = (index, encoding.result())
         if self._snap_pending is not None and applied >= self._snap_pending[0] + keep:
             index, data = self._snap_pending
             self._snap_pending = None
@@ -423,14 +447,22 @@ class Node:
             )
             log.info("node %d: snapshot at %d/%d", self.id, snap.meta.index, snap.meta.term)
 
+    async def encode_snapshot(self) -> tuple[View, bytes]:
+        """The store as applied now, encoded off the event loop."""
+        view = View.take(self.sm)
+        data = await asyncio.get_running_loop().run_in_executor(self._snapper, view.encode)
+        return view, data
+
     async def snapshot_now(self) -> dict[str, Any]:
         """Take and persist a snapshot of everything applied (``coord snapshot save``)."""
         core = self.core
         assert core is not None
-        applied = core.log.applied
-        if applied <= core.log.offset:
+        if core.log.applied <= core.log.offset:
             return {"index": int(core.log.offset), "taken": False}
-        snap = core.compact(applied, self.sm.snapshot())
+        view, data = await self.encode_snapshot()
+        if view.applied <= core.log.offset:  # a newer one was installed meanwhile
+            return {"index": int(core.log.offset), "taken": False}
+        snap = core.compact(view.applied, data)
         later = list(core.log.entries)
         await asyncio.get_running_loop().run_in_executor(
             self._disk, self.storage.compact, snap, later

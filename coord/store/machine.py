@@ -34,6 +34,7 @@ from coord.clustermap.state import ClusterMap
 
 from . import sessions as sess
 from .mvcc import MVCC, Event, KeyValue
+from .snapshot import View
 
 Result = dict[str, Any]
 
@@ -340,29 +341,15 @@ class StateMachine:
     # ---- snapshots ----------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        kv = self.kv
-        doc = {
-            "applied": self.applied_index,
-            "revision": kv.revision,
-            "compact": kv.compact_revision,
-            "keys": [
-                [v.key, v.value, v.create_revision, v.mod_revision, v.version, v.lease]
-                for v in kv.keys.values()
-            ],
-            "history": [_event_row(e) for e in kv.history],
-            "leases": [[i, ttl, sorted(keys)] for i, (ttl, keys) in sorted(self.leases.items())],
-            "sessions": self.sessions.dump(),
-            "members": [[i, m] for i, m in sorted(self.members.items())],
-        }
-        data: bytes = msgpack.packb(doc, use_bin_type=True)
-        return data
+        """All of the store at ``applied_index`` (see snapshot.py to take it off the loop)."""
+        return View.take(self).encode()
 
     def restore(self, data: bytes) -> None:
         doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
         kv = MVCC(self.kv.max_history)
         kv.revision, kv.compact_revision = doc["revision"], doc["compact"]
-        for k, v, c, m, ver, lease in doc["keys"]:
-            kv.keys[k] = KeyValue(k, v, c, m, ver, lease)
+        # One bulk load (one sort) rather than a million sorted inserts.
+        kv.keys.update((row[0], KeyValue(*row)) for row in doc["keys"])
         kv.history.extend(_event_from_row(r) for r in doc["history"])
         before = self.kv.revision
         self.kv = kv
@@ -392,18 +379,8 @@ class StateMachine:
             self.on_gap(before + 1)
 
 
-def _kv_row(kv: KeyValue | None) -> list[Any] | None:
-    if kv is None:
-        return None
-    return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease]
-
-
 def _kv_from(row: list[Any] | None) -> KeyValue | None:
     return None if row is None else KeyValue(*row)
-
-
-def _event_row(e: Event) -> list[Any]:
-    return [e.type, e.key, e.revision, _kv_row(e.kv), _kv_row(e.prev)]
 
 
 def _event_from_row(r: list[Any]) -> Event:
