@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 
+from .httpsent import Sent, sent_trace
 from .mapcache import MapCache as MapCache  # a watch-fed copy of the cluster map
 
 
@@ -111,6 +112,7 @@ class Client:
         client_id: str | None = None,
         timeout: float = 6.0,
         attempts: int = 8,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint")
@@ -121,10 +123,11 @@ class Client:
         self._current = 0
         self._seq = 0  # last sequence number the store has seen (or may have)
         self._session: aiohttp.ClientSession | None = None
+        self._trace_configs = [sent_trace(), *trace_configs]  # extra ones: tools' tracing
         self._write_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Client:
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(trace_configs=self._trace_configs)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -180,6 +183,7 @@ class Client:
         delay = 0.05
         for attempt in range(self.attempts):
             base = self.endpoints[self._current]
+            mark = Sent()
             try:
                 async with self.session.request(
                     method,
@@ -187,11 +191,16 @@ class Client:
                     json=body,
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=self.timeout),
+                    trace_request_ctx=mark,
                 ) as r:
                     doc = await r.json(content_type=None)
                     status = r.status
             except aiohttp.ClientConnectorError as e:
-                last = Unavailable("unavailable", f"{base}: {e}")
+                if mark.sent:  # aiohttp's own second try failed to connect; the first went
+                    unknown = unknown or write
+                    last = UnknownOutcome("unknown_outcome", f"{base}: sent, then {e}")
+                else:
+                    last = Unavailable("unavailable", f"{base}: {e}")
                 self._rotate()
             except (aiohttp.ClientError, TimeoutError) as e:
                 # The request may have arrived: a write's outcome is now unknown.

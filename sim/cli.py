@@ -1,4 +1,4 @@
-"""python -m sim: list, run, explore, figures, bench.
+"""python -m sim: list, run, explore, figures, real, bench.
 
 ``run ... --html out.html`` also writes the run's timeline picture (sim/html.py);
 ``explore ... --html out.html`` writes the first failing seed's.
@@ -19,6 +19,7 @@ from coord.raft import RaftNode
 
 from .explore import swarm_scenario
 from .mutants import MUTANTS
+from .peers import PEER_ENGINES
 from .report import timeline, verdict
 from .run import RunResult, run_scenario
 from .scenario import Scenario, ScenarioError, catalogue, load
@@ -32,7 +33,8 @@ class UsageError(Exception):
 
 def _engine(name: str) -> type[RaftNode]:
     if name not in ENGINES:
-        raise UsageError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})")
+        known = ", ".join([*ENGINES, *PEER_ENGINES])
+        raise UsageError(f"unknown engine {name!r} (known: {known})")
     return ENGINES[name]
 
 
@@ -64,6 +66,15 @@ def run_one(
     name: str, seed: int | None, nodes: int | None, engine: str, trace: bool = False
 ) -> RunResult:
     sc, seed_ = _resolve(name, seed, nodes)
+    if engine in PEER_ENGINES:  # another Raft implementation under the same simulator
+        return PEER_ENGINES[engine](
+            sc,
+            seed_,
+            nodes=None if sc.nodes_fixed else nodes,
+            keep_trace=trace,
+            replay=_replay(name, seed_, nodes, engine),
+            drop_agents=name.startswith("explore:"),
+        )
     return run_scenario(
         sc,
         seed_,
@@ -171,7 +182,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("scenario", help="a name from `list`, a .toml path, or explore:SEED")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--nodes", type=int, default=None)
-    r.add_argument("--engine", default="coord", help="coord, or a mutant: " + ", ".join(MUTANTS))
+    r.add_argument(
+        "--engine", default="coord", help="coord, pysyncobj, or a mutant: " + ", ".join(MUTANTS)
+    )
     r.add_argument("--json", action="store_true")
     r.add_argument("--trace", action="store_true", help="print every traced event first")
     r.add_argument("--html", metavar="PATH", help="also write the timeline picture (one HTML file)")
@@ -190,6 +203,13 @@ def parser() -> argparse.ArgumentParser:
         "--balance-seeds", type=int, default=0, help="seeds of mass-reconnect (default: --seeds)"
     )
     f.set_defaults(fn=cmd_figures)
+    from .real import cli as real_cli
+
+    rp = sub.add_parser(
+        "real", help="the same checks on real coord processes, with proxies and a nemesis"
+    )
+    real_cli.add_arguments(rp)
+    rp.set_defaults(fn=real_cli.run)
     b = sub.add_parser("bench", help="simulated seconds per wall second; seeds per minute")
     b.add_argument("--seconds", type=float, default=20.0, help="wall-clock budget per measurement")
     b.set_defaults(fn=cmd_bench)

@@ -27,6 +27,7 @@ import aiohttp
 import msgpack
 from aiohttp import web
 
+from coord.httpsent import Sent, sent_trace
 from coord.raft import ChangeType
 from coord.store import Compacted, KeyValue
 
@@ -98,15 +99,18 @@ async def _forward(request: web.Request, leader_api: str) -> web.Response:
             headers[h] = request.headers[h]
     timeout = aiohttp.ClientTimeout(total=request.app[CONFIG].request_timeout_s + 2)
     url = f"http://{leader_api}{request.path_qs}"
+    mark = Sent()
     try:
         async with request.app[HTTP].request(
-            request.method, url, data=body, headers=headers, timeout=timeout
+            request.method, url, data=body, headers=headers, timeout=timeout, trace_request_ctx=mark
         ) as r:
             payload = await r.read()
             return web.Response(status=r.status, body=payload, content_type=r.content_type)
     except aiohttp.ClientConnectorError as e:
-        # Never connected: the request certainly did not reach the leader.
-        return _error(503, "unavailable", f"leader at {leader_api} unreachable: {e}")
+        if not mark.sent:  # never sent: the request certainly did not reach the leader
+            return _error(503, "unavailable", f"leader at {leader_api} unreachable: {e}")
+        # aiohttp sent it, then its own second try could not connect (coord/httpsent.py)
+        return _error(504, "unknown_outcome", f"sent to the leader at {leader_api}, then: {e}")
     except (aiohttp.ClientError, TimeoutError) as e:
         return _error(
             504, "unknown_outcome", f"link to the leader broke mid-request ({type(e).__name__})"
@@ -541,6 +545,11 @@ async def openapi_doc(request: web.Request) -> web.Response:
     return web.json_response(openapi.DOCUMENT)
 
 
+def relay_session() -> aiohttp.ClientSession:
+    """The session a follower relays through (it marks what it sent: see _forward)."""
+    return aiohttp.ClientSession(trace_configs=[sent_trace()])
+
+
 def make_app(node: Node) -> web.Application:
     cfg = node.cfg
     app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[errors])
@@ -548,7 +557,7 @@ def make_app(node: Node) -> web.Application:
     app[CONFIG] = cfg
 
     async def http_client(app: web.Application) -> Any:
-        async with aiohttp.ClientSession() as session:
+        async with relay_session() as session:
             app[HTTP] = session
             yield
 
