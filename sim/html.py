@@ -9,6 +9,10 @@ second by outcome, and one row per client with its operations from invocation to
 completion, coloured ok / fail / unknown (info). Every mark has an SVG ``<title>``:
 hovering shows the details.
 
+The drawing reads a neutral ``Scene`` (node lanes, fault rows, blocked links,
+operations, violations); ``scene(res)`` builds one from a simulator ``RunResult``, and
+``sim/real/picture.py`` from the real-process harness's result, so both share it.
+
 Pure and deterministic: ``render(res)`` reads only what the run recorded (virtual
 times, no wall clock) and iterates in sorted order, so a seed gives the same bytes.
 Long runs stay small: a client's consecutive operations with the same outcome that
@@ -18,7 +22,7 @@ would touch on screen are drawn as one bar that says how many it holds.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from html import escape
 
@@ -28,7 +32,6 @@ from .history import Op, Outcome
 from .mutants import MUTANTS
 from .report import timeline
 from .run import RunResult
-from .world import Violation
 
 PLOT_W = 1400  # px of virtual time
 LEFT = 128  # lane labels
@@ -139,7 +142,7 @@ def engine_name(res: RunResult) -> str:
 
 
 @dataclass
-class _Seg:
+class Seg:
     start: int
     end: int
     cls: str
@@ -170,7 +173,7 @@ class _Pic:
             + "</text>"
         )
 
-    def seg(self, seg: _Seg, y: float, h: float, label_cls: str = "tw") -> None:
+    def seg(self, seg: Seg, y: float, h: float, label_cls: str = "tw") -> None:
         x0, x1 = self.x(seg.start), self.x(seg.end)
         w = max(x1 - x0, 0.6)
         self.add(
@@ -187,11 +190,11 @@ class _Pic:
 # ---- what happened, as spans -------------------------------------------------------------
 
 
-def _node_spans(res: RunResult, nodes: list[int]) -> dict[int, tuple[list[_Seg], list[_Seg]]]:
+def _node_spans(res: RunResult, nodes: list[int]) -> dict[int, tuple[list[Seg], list[Seg]]]:
     """Per node: role spans, and down / paused spans (drawn over the roles)."""
     end = res.sim_us
-    roles: dict[int, list[_Seg]] = {n: [] for n in nodes}
-    over: dict[int, list[_Seg]] = {n: [] for n in nodes}
+    roles: dict[int, list[Seg]] = {n: [] for n in nodes}
+    over: dict[int, list[Seg]] = {n: [] for n in nodes}
     cur: dict[int, tuple[int, Role, int]] = {}
     down: dict[int, tuple[int, str]] = {}
     paused: dict[int, tuple[int, str, int]] = {}  # start, text, planned end
@@ -201,7 +204,7 @@ def _node_spans(res: RunResult, nodes: list[int]) -> dict[int, tuple[list[_Seg],
             start, role, term = cur.pop(n)
             name = role.value
             roles[n].append(
-                _Seg(
+                Seg(
                     start,
                     t,
                     ROLE_CLASS[role],
@@ -217,13 +220,13 @@ def _node_spans(res: RunResult, nodes: list[int]) -> dict[int, tuple[list[_Seg],
             start, text, planned = paused.pop(n)
             stop = min(t, planned)
             over[n].append(
-                _Seg(start, stop, "paused", f"n{n} paused ({text}): {_span(start, stop)}")
+                Seg(start, stop, "paused", f"n{n} paused ({text}): {_span(start, stop)}")
             )
 
     def close_down(n: int, t: int, why: str) -> None:
         if n in down:
             start, text = down.pop(n)
-            over[n].append(_Seg(start, t, "down", f"n{n} down: {text}; {why}: {_span(start, t)}"))
+            over[n].append(Seg(start, t, "down", f"n{n} down: {text}; {why}: {_span(start, t)}"))
 
     for ev in res.world.timeline:
         n, t = ev.node, ev.time_us
@@ -252,22 +255,22 @@ def _node_spans(res: RunResult, nodes: list[int]) -> dict[int, tuple[list[_Seg],
 
 
 @dataclass
-class _Net:
+class NetSpan:
     start: int
     end: int
     text: str
     blocked: frozenset[tuple[int, int]]
 
 
-def _net_spans(res: RunResult) -> list[_Net]:
+def _net_spans(res: RunResult) -> list[NetSpan]:
     log = res.world.net_log
-    spans: list[_Net] = []
+    spans: list[NetSpan] = []
     for i, (t, text, blocked) in enumerate(log):
         stop = log[i + 1][0] if i + 1 < len(log) else res.sim_us
         if blocked and stop > t:
-            spans.append(_Net(t, stop, text, frozenset(blocked)))
+            spans.append(NetSpan(t, stop, text, frozenset(blocked)))
         elif blocked and stop == t and i + 1 == len(log):
-            spans.append(_Net(t, t, text, frozenset(blocked)))
+            spans.append(NetSpan(t, t, text, frozenset(blocked)))
     return spans
 
 
@@ -291,6 +294,72 @@ def _host_names(res: RunResult) -> str:
         return ""
     hosts = [f"{h}={a.name}" for h, a in sorted(fleet.agents.items())]
     return "other hosts: " + " ".join(hosts) + ", 0=operator, 201+=initiators"
+
+
+# ---- the neutral description the drawing reads ----------------------------------------------
+#
+# ``svg_scene`` draws a ``Scene``; ``scene(res)`` builds one from a simulator ``RunResult``
+# and ``sim/real/picture.py`` from the real harness's result, so both pictures share every
+# drawing function.
+
+
+@dataclass
+class NodeLane:
+    """One node: its role spans (``Seg`` with class leader / candidate / precandidate /
+    follower and ``term``), the down / paused spans drawn over them, the terms it led."""
+
+    node: int
+    roles: list[Seg]
+    over: list[Seg]
+    leads: list[int]
+
+
+@dataclass
+class FaultSpan:
+    """A fault held over a span of time, on a fault row (tooltip: ``lines``)."""
+
+    start: int
+    end: int
+    text: str  # drawn on the span where it fits
+    lines: list[str]
+    attrs: str = ""  # extra SVG attributes, e.g. ' data-cut="n1,n2"'
+    cls: str = "split"
+
+
+@dataclass
+class FaultRow:
+    """A row of fault spans, with instantaneous faults and notes as ticks."""
+
+    label: str
+    sub: str
+    spans: list[FaultSpan]
+    ticks: list[tuple[int, str, str]]  # (time, "fault" | "note", text), in time order
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A violation: a red line at ``time_us``, labelled ``kind``, tooltip ``text``."""
+
+    time_us: int
+    kind: str
+    text: str
+
+
+@dataclass
+class Scene:
+    end_us: int
+    nodes: list[int]
+    lanes: list[NodeLane]
+    cuts: list[NetSpan]  # blocked links over time: the hatched strip under each node's role
+    rows: list[FaultRow]
+    violations: list[Mark]
+    ops: list[Op]
+    flagged: set[int]  # op ids a violation names: outlined in red
+    # Lanes drawn after the nodes' (the simulator's VIPs and agents); returns the agent
+    # names the legend shows.
+    extra: Callable[[_Pic], list[str]] | None = None
+    legend: list[tuple[str, str, str]] | None = None  # (class, text, fill); None: the default
+    css: str = ""  # appended to the picture's stylesheet
 
 
 # ---- operations ----------------------------------------------------------------------------
@@ -424,19 +493,18 @@ def _defs() -> str:
     )
 
 
-def _violation_row(p: _Pic, res: RunResult) -> list[tuple[float, list[str]]]:
+def _violation_row(p: _Pic, marks: list[Mark]) -> list[tuple[float, list[str]]]:
     """Label row above everything; returns (x, texts) of each red line to draw later."""
-    by_x: dict[int, list[Violation]] = {}
-    for v in res.violations:
+    by_x: dict[int, list[Mark]] = {}
+    for v in marks:
         by_x.setdefault(round(p.x(v.time_us)), []).append(v)
     lines = [
-        (x, [v.render() for v in vs], sorted({v.kind for v in vs}))
-        for x, vs in sorted(by_x.items())
+        (x, [v.text for v in vs], sorted({v.kind for v in vs})) for x, vs in sorted(by_x.items())
     ]
     y = p.y
     h = 16 * min(3, max(1, len(lines)))
     if lines:
-        p.label(y, 16, "violations", f"{len(res.violations)}")
+        p.label(y, 16, "violations", f"{len(marks)}")
     row_end = [float(LEFT) - 1] * 3
     for x, texts, kinds in lines:
         text = ", ".join(kinds)
@@ -457,12 +525,42 @@ def _violation_row(p: _Pic, res: RunResult) -> list[tuple[float, list[str]]]:
     return [(float(x), texts) for x, texts, _ in lines]
 
 
-def _network_row(p: _Pic, res: RunResult, nodes: list[int]) -> None:
+def _fault_row(p: _Pic, row: FaultRow) -> None:
     y, h = p.y, NODE_H
     p.add(f'<rect class="lane" x="{LEFT}" y="{y}" width="{PLOT_W}" height="{h}"/>')
-    p.label(y, h, "network", "faults")
+    p.label(y, h, row.label, row.sub)
+    for span in row.spans:
+        x0, x1 = p.x(span.start), p.x(span.end)
+        p.add(
+            f'<rect class="{span.cls}" x="{_f(x0)}" y="{_f(y + 1)}" '
+            f'width="{_f(max(x1 - x0, 1.5))}" height="{h - 2}"{span.attrs}>'
+            f"{_title(span.lines)}</rect>"
+        )
+        if x1 - x0 > 40:
+            chars = int((x1 - x0 - 6) / 6.2)
+            text = span.text if len(span.text) <= chars else span.text[: max(1, chars - 1)] + "…"
+            p.add(
+                f'<text class="td" x="{_f(x0 + 3)}" y="{_f(y + h / 2 + 3)}" '
+                f'pointer-events="none">{_esc(text)}</text>'
+            )
+    # Other faults and notes as ticks; several at one pixel share one tick.
+    ticks: dict[tuple[int, str], list[str]] = {}
+    for t, cls, text in row.ticks:
+        ticks.setdefault((round(p.x(t)), cls), []).append(f"{_s(t)} {text}")
+    for (x, cls), texts in sorted(ticks.items(), key=lambda kv: (kv[0][1] == "fault", kv[0])):
+        top = y + (h / 2 if cls == "note" else 2)
+        p.add(
+            f'<line class="{cls}" x1="{x}" x2="{x}" y1="{_f(top)}" y2="{_f(y + h - 1)}">'
+            f"{_title(texts)}</line>"
+        )
+    p.y += h + GAP
+
+
+def _network(res: RunResult, nodes: list[int]) -> FaultRow:
+    """The simulator's network row: partitions and cut links as spans, the rest as ticks."""
     quorum = len(nodes) // 2 + 1
     hosts = _host_names(res)
+    spans: list[FaultSpan] = []
     for span in _net_spans(res):
         minority = [n for n in nodes if len(_cut_of(n, nodes, span.blocked)[0]) < quorum]
         lines = [span.text, _span(span.start, span.end)]
@@ -476,63 +574,35 @@ def _network_row(p: _Pic, res: RunResult, nodes: list[int]) -> None:
                 )
         if hosts:
             lines.append(hosts)
-        seg = _Seg(
-            span.start,
-            span.end,
-            "split",
-            "\n".join(lines),
-            span.text,
-            f' data-cut="{_esc(_names(minority))}"',
-        )
-        x0, x1 = p.x(seg.start), p.x(seg.end)
-        p.add(
-            f'<rect class="split" x="{_f(x0)}" y="{_f(y + 1)}" width="{_f(max(x1 - x0, 1.5))}" '
-            f'height="{h - 2}"{seg.attrs}>{_title(lines)}</rect>'
-        )
-        if x1 - x0 > 40:
-            chars = int((x1 - x0 - 6) / 6.2)
-            text = span.text if len(span.text) <= chars else span.text[: max(1, chars - 1)] + "…"
-            p.add(
-                f'<text class="td" x="{_f(x0 + 3)}" y="{_f(y + h / 2 + 3)}" '
-                f'pointer-events="none">{_esc(text)}</text>'
-            )
-    # Other faults and notes as ticks; several at one pixel share one tick.
-    ticks: dict[tuple[int, str], list[str]] = {}
+        attrs = f' data-cut="{_esc(_names(minority))}"'
+        spans.append(FaultSpan(span.start, span.end, span.text, lines, attrs))
+    ticks: list[tuple[int, str, str]] = []
     for ev in res.world.timeline:
         if ev.kind == "role" or (ev.node in nodes and ev.kind in ("down", "up", "pause")):
             continue
         if ev.text.startswith(("partition ", "links cut", "heal: ")):
             continue  # the spans above
-        cls = "note" if ev.kind == "note" else "fault"
-        ticks.setdefault((round(p.x(ev.time_us)), cls), []).append(f"{_s(ev.time_us)} {ev.text}")
-    for (x, cls), texts in sorted(ticks.items(), key=lambda kv: (kv[0][1] == "fault", kv[0])):
-        top = y + (h / 2 if cls == "note" else 2)
-        p.add(
-            f'<line class="{cls}" x1="{x}" x2="{x}" y1="{_f(top)}" y2="{_f(y + h - 1)}">'
-            f"{_title(texts)}</line>"
-        )
-    p.y += h + GAP
+        ticks.append((ev.time_us, "note" if ev.kind == "note" else "fault", ev.text))
+    return FaultRow("network", "faults", spans, ticks)
 
 
-def _node_lanes(p: _Pic, res: RunResult, nodes: list[int]) -> None:
-    spans = _node_spans(res, nodes)
-    net = _net_spans(res)
+def _node_lanes(p: _Pic, lanes: list[NodeLane], nodes: list[int], net: list[NetSpan]) -> None:
     quorum = len(nodes) // 2 + 1
-    for n in nodes:
+    for lane in lanes:
+        n = lane.node
         y, h = p.y, ROLE_H
         p.add(f'<g class="node" data-node="{n}">')
         p.add(f'<rect class="lane" x="{LEFT}" y="{y}" width="{PLOT_W}" height="{NODE_H}"/>')
-        leads = sorted({term for _, term, who in res.leaders if who == n})
+        leads = lane.leads
         p.label(y, NODE_H, f"n{n}", ("leads t" + ",".join(str(t) for t in leads)) if leads else "")
-        roles, over = spans[n]
-        for seg in roles:
+        for seg in lane.roles:
             p.seg(seg, y, h)
             if seg.cls != "leader" and p.x(seg.end) - p.x(seg.start) > 46:
                 p.add(
                     f'<text class="td" x="{_f(p.x(seg.start) + 3)}" y="{_f(y + h / 2 + 3)}" '
                     f'pointer-events="none">t{seg.term}</text>'
                 )
-        for seg in over:
+        for seg in lane.over:
             p.seg(seg, y + 1, h - 2)
         for span in net:
             both, no_out, no_in = _cut_of(n, nodes, span.blocked)
@@ -545,7 +615,7 @@ def _node_lanes(p: _Pic, res: RunResult, nodes: list[int]) -> None:
                 f"talks with {_names(both)}; cannot reach {_names(no_out)}; "
                 f"cannot hear {_names(no_in)}"
             )
-            cut = _Seg(span.start, span.end, "cut" if strong else "cutp", title)
+            cut = Seg(span.start, span.end, "cut" if strong else "cutp", title)
             p.seg(cut, y + h + 1, NODE_H - h - 1)
         p.add("</g>")
         p.y += NODE_H + 3
@@ -573,7 +643,7 @@ def _vip_lanes(p: _Pic, res: RunResult) -> list[str]:
         ):
             stop = iv.end_us if iv.end_us is not None else res.sim_us
             title = f"{iv.agent} serves {addr} at epoch {iv.epoch}: {_span(iv.start_us, stop)}"
-            seg = _Seg(
+            seg = Seg(
                 iv.start_us,
                 stop,
                 "held",
@@ -627,7 +697,7 @@ def _agent_lanes(p: _Pic, res: RunResult, nodes: list[int]) -> None:
                 dead = t
             elif what == 1 and dead is not None:
                 title = f"host of {agent.name} dead: {_span(dead, t)}"
-                p.seg(_Seg(dead, t, "down", title), y, h / 2)
+                p.seg(Seg(dead, t, "down", title), y, h / 2)
                 dead = None
         for span in net:
             both = [
@@ -641,14 +711,13 @@ def _agent_lanes(p: _Pic, res: RunResult, nodes: list[int]) -> None:
                 f"{agent.name} (host {host}) {desc}: {span.text}\n"
                 f"{_span(span.start, span.end)}\ntalks with {_names(both)}"
             )
-            p.seg(_Seg(span.start, span.end, "cut" if strong else "cutp", title), y + h / 2, h / 2)
+            p.seg(Seg(span.start, span.end, "cut" if strong else "cutp", title), y + h / 2, h / 2)
         p.add("</g>")
         p.y += h + 2
     p.y += GAP - 2
 
 
-def _ops_hist(p: _Pic, res: RunResult) -> None:
-    ops = res.world.history.ops
+def _ops_hist(p: _Pic, ops: list[Op]) -> None:
     y, h = p.y, HIST_H
     p.add(f'<rect class="lane" x="{LEFT}" y="{y}" width="{PLOT_W}" height="{h}"/>')
     b_us = p.end_us / HIST_BUCKETS
@@ -690,12 +759,10 @@ def _ops_hist(p: _Pic, res: RunResult) -> None:
     p.y += h + GAP
 
 
-def _client_rows(p: _Pic, res: RunResult) -> None:
-    ops = res.world.history.ops
+def _client_rows(p: _Pic, ops: list[Op], flagged: set[int], end_us: int) -> None:
     by_client: dict[int, list[Op]] = {}
     for op in ops:
         by_client.setdefault(op.client, []).append(op)
-    flagged = {int(m) for v in res.violations for m in _OP_REF.findall(v.detail)}
     clients = sorted(by_client)
     if not clients:
         return
@@ -707,7 +774,7 @@ def _client_rows(p: _Pic, res: RunResult) -> None:
         if row >= 8:
             p.add(f'<text class="small" x="8" y="{_f(y + row - 1.5)}">c{c}</text>')
         p.add(f'<g class="client" data-client="{c}">')
-        for bar in _op_bars(lst, res.sim_us, us_per_px, flagged):
+        for bar in _op_bars(lst, end_us, us_per_px, flagged):
             x0, x1 = p.x(bar.start), p.x(bar.end)
             cls = f"op {bar.outcome}" + (" flagged" if bar.flagged else "")
             p.add(
@@ -720,21 +787,24 @@ def _client_rows(p: _Pic, res: RunResult) -> None:
     p.y += GAP
 
 
-def _legend(p: _Pic, agents: list[str]) -> None:
-    items: list[tuple[str, str, str]] = [
-        ("leader", "leader (tN: term)", ""),
-        ("candidate", "candidate", ""),
-        ("precandidate", "pre-candidate", ""),
-        ("follower", "follower", ""),
-        ("down", "down (crashed)", ""),
-        ("paused", "paused", ""),
-        ("cut", "cut off from a majority", ""),
-        ("cutp", "some links cut", ""),
-        ("split", "partition / cut links", ""),
-        ("ok", "op ok", ""),
-        ("fail", "op fail", ""),
-        ("info", "op unknown (info)", ""),
-    ]
+LEGEND: list[tuple[str, str, str]] = [
+    ("leader", "leader (tN: term)", ""),
+    ("candidate", "candidate", ""),
+    ("precandidate", "pre-candidate", ""),
+    ("follower", "follower", ""),
+    ("down", "down (crashed)", ""),
+    ("paused", "paused", ""),
+    ("cut", "cut off from a majority", ""),
+    ("cutp", "some links cut", ""),
+    ("split", "partition / cut links", ""),
+    ("ok", "op ok", ""),
+    ("fail", "op fail", ""),
+    ("info", "op unknown (info)", ""),
+]
+
+
+def _legend(p: _Pic, agents: list[str], base: list[tuple[str, str, str]] | None = None) -> None:
+    items = list(LEGEND if base is None else base)
     items += [
         ("held", f"{a} serves", AGENT_COLOURS[i % len(AGENT_COLOURS)]) for i, a in enumerate(agents)
     ]
@@ -765,23 +835,59 @@ def _legend(p: _Pic, agents: list[str]) -> None:
     p.y = y + 20
 
 
+def scene(res: RunResult) -> Scene:
+    """What the picture of a simulator run shows, in the drawing's neutral terms."""
+    nodes = sorted(res.world.nodes)
+    spans = _node_spans(res, nodes)
+    lanes = [
+        NodeLane(
+            n,
+            spans[n][0],
+            spans[n][1],
+            sorted({term for _, term, who in res.leaders if who == n}),
+        )
+        for n in nodes
+    ]
+
+    def extra(p: _Pic) -> list[str]:
+        agents = _vip_lanes(p, res)
+        _agent_lanes(p, res, nodes)
+        return agents
+
+    return Scene(
+        end_us=res.sim_us,
+        nodes=nodes,
+        lanes=lanes,
+        cuts=_net_spans(res),
+        rows=[_network(res, nodes)],
+        violations=[Mark(v.time_us, v.kind, v.render()) for v in res.violations],
+        ops=res.world.history.ops,
+        flagged={int(m) for v in res.violations for m in _OP_REF.findall(v.detail)},
+        extra=extra,
+    )
+
+
 def svg(res: RunResult) -> str:
     """The picture alone: one ``<svg>`` element (well-formed XML)."""
-    nodes = sorted(res.world.nodes)
-    p = _Pic(res.sim_us)
+    return svg_scene(scene(res))
+
+
+def svg_scene(sc: Scene) -> str:
+    """The picture of a ``Scene``: one ``<svg>`` element (well-formed XML)."""
+    p = _Pic(sc.end_us)
     step = _nice_step(p.end_us)
     p.y = 22
     top_axis = p.y
     p.y += 8
-    vlines = _violation_row(p, res)
+    vlines = _violation_row(p, sc.violations)
     body_top = p.y
     grid_at = len(p.out)  # gridlines go under the lanes: inserted once the height is known
-    _network_row(p, res, nodes)
-    _node_lanes(p, res, nodes)
-    agents = _vip_lanes(p, res)
-    _agent_lanes(p, res, nodes)
-    _ops_hist(p, res)
-    _client_rows(p, res)
+    for row in sc.rows:
+        _fault_row(p, row)
+    _node_lanes(p, sc.lanes, sc.nodes, sc.cuts)
+    agents = sc.extra(p) if sc.extra is not None else []
+    _ops_hist(p, sc.ops)
+    _client_rows(p, sc.ops, sc.flagged, sc.end_us)
     body_bottom = p.y - GAP + 2
     grid = [
         f'<line class="grid" x1="{_f(p.x(t))}" x2="{_f(p.x(t))}" y1="{_f(body_top)}" '
@@ -797,12 +903,12 @@ def svg(res: RunResult) -> str:
     _axis(p, top_axis, step, top=True)
     _axis(p, body_bottom + 4, step, top=False)
     p.y = body_bottom + 28
-    _legend(p, agents)
+    _legend(p, agents, sc.legend)
     height = p.y + 4
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_W}" height="{_f(height)}" '
         f'viewBox="0 0 {SVG_W} {_f(height)}" font-family="sans-serif">'
-        f"<style>{CSS_SVG}</style>{_defs()}"
+        f"<style>{CSS_SVG}{sc.css}</style>{_defs()}"
         f'<rect width="{SVG_W}" height="{_f(height)}" fill="#fff"/>'
     )
     return head + "\n".join(p.out) + "\n</svg>"

@@ -3,6 +3,7 @@
     python -m sim.real --duration 60s                 # a short run, 3 nodes, a random seed
     python -m sim.real --duration 30m --nodes 5 --seed 7 --keep runs/ --json out.json
     python -m sim.real --duration 20s --break amnesia  # a deliberate bug the checkers must catch
+    python -m sim real --duration 20s --html out.html  # also the timeline picture
 
 Exit status: 0 no violation, 1 a violation, 2 usage error (130 after Ctrl-C, 143 after
 SIGTERM: both stop every process the run started before exiting).
@@ -17,6 +18,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from . import picture
 from .harness import RealParams, run_real
 from .nemesis import KINDS
 from .report import full_report
@@ -87,6 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep", help="keep logs and data under this directory")
     parser.add_argument("--json", help="also write the report as JSON to this file")
+    parser.add_argument(
+        "--html",
+        help="also write the timeline picture (one self-contained HTML file) to this file",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the verdict")
 
 
@@ -126,6 +132,9 @@ def params_from(args: argparse.Namespace) -> RealParams:
 def run(args: argparse.Namespace) -> int:
     try:
         p = params_from(args)
+        html = getattr(args, "html", None)
+        if html and not Path(html).resolve().parent.is_dir():
+            raise UsageError(f"--html {html}: no such directory")
     except UsageError as e:
         print(f"sim real: {e}", file=sys.stderr)
         return 2
@@ -145,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
         return 143
     if args.json:  # first: a closed stdout must not lose it
         Path(args.json).write_text(json.dumps(res.to_json(), indent=1))
+    if html:
+        try:
+            Path(html).write_text(picture.render(res), encoding="utf-8")
+        except OSError as e:
+            print(f"sim real: could not write the picture: {e}", file=sys.stderr)
     print(full_report(res) if not quiet else full_report(res).split("\n\n")[0])
     return 0 if res.ok else 1
 
