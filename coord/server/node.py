@@ -434,7 +434,11 @@ class Node:
         if self._snap_encoding is not None and self._snap_encoding[1].done():
             index, encoding = self._snap_encoding
             self._snap_encoding = None
-            self._snap_pending = (index, encoding.result())
+            failed = encoding.exception()
+            if failed is None:
+                self._snap_pending = (index, encoding.result())
+            else:  # the log stays whole; the next Ready tries again
+                log.error("node %d: snapshot at %d failed: %r", self.id, index, failed)
         if self._snap_pending is not None and applied >= self._snap_pending[0] + keep:
             index, data = self._snap_pending
             self._snap_pending = None
