@@ -126,17 +126,17 @@ def test_endpoints_come_from_flag_env_config_local_cluster_or_default(
     assert resolve_endpoints(None) == ["127.0.0.1:7101", "127.0.0.1:7102"]
     home_cfg = tmp_path / "home" / ".config" / "coord" / "coordctl.toml"
     home_cfg.parent.mkdir(parents=True)
-    home_cfg.write_text('endpoints = ["10.0.0.1:7101", "http://10.0.0.2:7101/"]\n')
-    assert resolve_endpoints(None) == ["10.0.0.1:7101", "10.0.0.2:7101"]
+    home_cfg.write_text('endpoints = ["127.0.9.1:7101", "http://127.0.9.2:7101/"]\n')
+    assert resolve_endpoints(None) == ["127.0.9.1:7101", "127.0.9.2:7101"]
     other = tmp_path / "other.toml"
-    other.write_text('endpoints = "10.0.0.3:1,10.0.0.3:1, [::1]:2"\n')
+    other.write_text('endpoints = "127.0.9.3:1,127.0.9.3:1, [::1]:2"\n')
     monkeypatch.setenv("COORD_CONFIG", str(other))
-    assert resolve_endpoints(None) == ["10.0.0.3:1", "[::1]:2"]
-    monkeypatch.setenv("COORD_ENDPOINTS", "10.0.0.4:5")
-    assert resolve_endpoints(None) == ["10.0.0.4:5"]
-    assert resolve_endpoints(None, str(home_cfg)) == ["10.0.0.4:5"]  # env before the file
+    assert resolve_endpoints(None) == ["127.0.9.3:1", "[::1]:2"]
+    monkeypatch.setenv("COORD_ENDPOINTS", "127.0.9.4:5")
+    assert resolve_endpoints(None) == ["127.0.9.4:5"]
+    assert resolve_endpoints(None, str(home_cfg)) == ["127.0.9.4:5"]  # env before the file
     monkeypatch.delenv("COORD_ENDPOINTS")
-    assert resolve_endpoints(None, str(home_cfg)) == ["10.0.0.1:7101", "10.0.0.2:7101"]
+    assert resolve_endpoints(None, str(home_cfg)) == ["127.0.9.1:7101", "127.0.9.2:7101"]
     assert resolve_endpoints("h:1, h:2") == ["h:1", "h:2"]
 
 

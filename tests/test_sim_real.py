@@ -176,7 +176,7 @@ async def test_proxy_delay_keeps_order(link: tuple[Sink, Proxy]) -> None:
 
 def test_proxy_refuses_non_loopback() -> None:
     with pytest.raises(ValueError):
-        Proxy(("10.0.0.1", 80))
+        Proxy(("192.0.2.1", 80))  # RFC 5737 documentation range: refused, never dialled
 
 
 # ---- the schedule ---------------------------------------------------------------------
