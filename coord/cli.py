@@ -71,7 +71,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     tuning = {
         k: v
         for k, v in doc.items()
-        if k not in ("id", "members", "data_dir", "secret_file", "join")
+        if k not in ("id", "members", "data_dir", "secret_file", "join", "dial")
     }
     for k in (
         "tick_ms",
@@ -88,6 +88,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         members=list(members),
         secret=_secret(args, doc),
         join=bool(args.join or doc.get("join", False)),
+        dial=list(args.dial or doc.get("dial") or []),
         **tuning,
     )
 
@@ -361,6 +362,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir")
     r.add_argument("--secret-file")
     r.add_argument("--join", action="store_true", help="an empty node joining an existing cluster")
+    r.add_argument(
+        "--dial",
+        action="append",
+        help="ID=PEER_HOST:PORT/API_HOST:PORT: reach member ID there instead (a proxy, a NAT)",
+    )
     r.add_argument("--tick-ms", type=int)
     r.add_argument("--election-ticks", type=int)
     r.add_argument("--snapshot-every", type=int)

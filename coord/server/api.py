@@ -72,7 +72,8 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         leader = e.extra.get("leader")
         if leader is None or request.headers.get(FORWARDED):
             return web.json_response(e.body(), status=e.status)
-        return await _forward(request, leader["api"])
+        route = request.app[NODE].route(int(leader["id"]))
+        return await _forward(request, f"{route.api[0]}:{route.api[1]}")
     except NodeError as e:
         return web.json_response(e.body(), status=e.status)
     except web.HTTPRequestEntityTooLarge:

@@ -3,6 +3,11 @@
 Members are written ``ID=PEER_HOST:PORT/API_HOST:PORT``, for example
 ``1=127.0.0.1:7001/127.0.0.1:8001``. Addresses default to loopback: listening
 anywhere else must be asked for explicitly.
+
+``dial`` (``--dial ID=PEER/API``, same syntax) tells this node to reach member ID
+at other addresses than the ones the cluster records for it: a member behind a
+proxy or a NAT. The recorded addresses (what ``/v1/cluster`` shows and clients
+are told) stay as they are; only this node's own connections change.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class NodeConfig:
     # An assigned login its node's agent has not reported within this long is
     # forgotten, so it stops counting against that node (coord/clustermap/controller.py).
     pending_session_ttl_s: float = 10.0
+    dial: dict[int, Member] = field(default_factory=dict)  # where this node reaches a member
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -97,9 +103,15 @@ def build(
     members: list[str],
     secret: bytes,
     join: bool = False,
+    dial: list[str] | None = None,
     **tuning: Any,
 ) -> NodeConfig:
     ms = [parse_member(m) for m in members]
+    routes = [parse_member(d) for d in dial or []]
+    if len({d.id for d in routes}) != len(routes):
+        raise ConfigError("one --dial per member id")
+    if id in {d.id for d in routes}:
+        raise ConfigError("--dial names other members, not this node")
     ids = [m.id for m in ms]
     if len(set(ids)) != len(ids):
         raise ConfigError("member ids must be unique")
@@ -111,6 +123,7 @@ def build(
         members=sorted(ms, key=lambda m: m.id),
         secret=secret,
         join=join,
+        dial={d.id: d for d in routes},
     )
     for k, v in tuning.items():
         if v is None:

@@ -177,11 +177,11 @@ class Node:
         for e in restored.entries:
             if e.kind is EntryKind.CONFIG:
                 self._note_config(e.data)
-        me = self.members[self.id]
+        me = cfg.me  # where we listen is ours to say: never what a snapshot recorded
         self.transport = Transport(
             self.id,
             me.peer,
-            {m.id: m.peer for m in self.members.values()},
+            {m.id: self.route(m.id).peer for m in self.members.values()},
             cfg.secret,
             self._on_message,
         )
@@ -342,6 +342,7 @@ class Node:
         if rd.snapshot is not None:
             self.sm.restore(rd.snapshot.data)
             self._members_from_store()
+            log.info("node %d: installed a snapshot at %d", self.id, rd.snapshot.meta.index)
             for r in self.tracker.snapshot_applied(rd.snapshot.meta.index):
                 self._resolve(r.token, Outcome.UNKNOWN, None)
         for e in rd.committed:
@@ -490,9 +491,8 @@ class Node:
                 self._learn_member(int(cc.node), extra)
         if self.transport is not None:
             for nid in conf.members():
-                m = self.members.get(int(nid))
-                if m is not None:
-                    self.transport.set_peer(m.id, m.peer)
+                if int(nid) in self.members:
+                    self.transport.set_peer(int(nid), self.route(int(nid)).peer)
 
     def _learn_member(self, nid: int, ctx: dict[str, Any]) -> None:
         try:
@@ -509,12 +509,16 @@ class Node:
             m.id: m.context() for m in self.members.values() if m.id in conf.members()
         }
 
+    def route(self, nid: int) -> Member:
+        """Where this node reaches member ``nid``: its recorded addresses, or ``--dial``'s."""
+        return self.cfg.dial.get(nid) or self.members[nid]
+
     def _members_from_store(self) -> None:
         for nid, ctx in self.sm.members.items():
             self._learn_member(int(nid), ctx)
         if self.transport is not None:
-            for m in self.members.values():
-                self.transport.set_peer(m.id, m.peer)
+            for nid in self.members:
+                self.transport.set_peer(nid, self.route(nid).peer)
 
     async def change_membership(
         self, kind: ChangeType, node: int, member: Member | None
