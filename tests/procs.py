@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,14 @@ class Cluster:
 
     def wal_segments(self, i: int) -> list[Path]:
         return sorted((self.dir / "data" / f"node-{i}" / "wal").glob("wal-*.log"))
+
+
+@contextlib.contextmanager
+def running(d: Path, n: int = 3, **tuning: int) -> Iterator[Cluster]:
+    """A started cluster of ``n`` nodes in ``d``, stopped (by PID) on the way out."""
+    c = Cluster(d, n, **tuning)
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.stop_all()

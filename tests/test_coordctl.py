@@ -32,7 +32,7 @@ from coord.ctl.cmd_base import describe, report
 from coord.ctl.config import UsageError, resolve_endpoints
 from coord.ctl.main import main
 
-from .procs import Cluster, free_base
+from .procs import Cluster, free_base, running
 
 T = TypeVar("T")
 _ids = itertools.count(1)
@@ -45,12 +45,8 @@ def uid(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("ctl"), 3)
-    try:
-        c.start_all()
+    with running(tmp_path_factory.mktemp("ctl")) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ from textual.widgets import DataTable, RichLog
 from coord.client import Client
 from coord.ctl.top import TopApp
 from coord.ctl.topmodel import TopModel
-from tests.procs import Cluster
+from tests.procs import Cluster, running
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 T0 = 1_000.0  # the fixed monotonic clock of the model tests
@@ -202,12 +202,8 @@ async def test_actions_need_a_selection_and_a_confirmation() -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("top"), 3)
-    try:
-        c.start_all()
+    with running(tmp_path_factory.mktemp("top")) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 @contextlib.asynccontextmanager
