@@ -228,6 +228,9 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     print(f'  curl -s -X PUT {first}/v1/kv/hello -d \'{{"value": "world"}}\'')
     print(f"  curl -s {first}/v1/kv/hello")
     print(f"  curl -s {first}/v1/cluster")
+    # coordctl finds a cluster in ./.coord by itself; elsewhere it needs the endpoints.
+    where = "" if Path(args.dir) == Path(".coord") else f" --endpoints {','.join(apis)}"
+    print(f"  coordctl{where} status; coordctl{where} top")
     if args.targets:
         print(f"  curl -s {first}/v1/map; curl -s {first}/v1/vips; curl -s {first}/v1/sessions")
         demo.print_iscsi_hints(args)

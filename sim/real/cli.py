@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import picture
+from .agents import AGENT_KINDS
 from .harness import RealParams, run_real
 from .nemesis import KINDS
 from .report import full_report
@@ -71,8 +72,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--faults",
-        default=",".join(KINDS),
-        help=f"fault kinds to draw from, comma-separated (default: all of {','.join(KINDS)})",
+        default=None,
+        help=f"fault kinds to draw from, comma-separated (default: all of {','.join(KINDS)}, "
+        f"and with --agents also {','.join(AGENT_KINDS)})",
+    )
+    parser.add_argument(
+        "--agents",
+        type=int,
+        default=0,
+        help="target agents (python -m target run, no tgtd) behind proxies of their own, "
+        "serving VIPs on loopback; the VIP single-ownership check (0-5, default 0)",
+    )
+    parser.add_argument(
+        "--vips", type=int, default=2, help="VIPs (127.0.77.1, ...) with --agents (1-4)"
     )
     parser.add_argument(
         "--overlap",
@@ -83,9 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--break",
         dest="broken",
-        choices=["amnesia"],
-        help="deliberately break durability (wipe a majority's data at a crash) to show "
-        "the checkers catch it",
+        choices=["amnesia", "vip-linger"],
+        help="a deliberate bug the checkers must catch: amnesia (wipe a majority's data at "
+        "a crash), vip-linger (with --agents: agents keep serving 2 s past their lease's "
+        "safe window, --margin-s=-2)",
     )
     parser.add_argument("--keep", help="keep logs and data under this directory")
     parser.add_argument("--json", help="also write the report as JSON to this file")
@@ -98,10 +111,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def params_from(args: argparse.Namespace) -> RealParams:
     duration = parse_seconds(str(args.duration))  # 5 s to 24 h
-    kinds = tuple(k.strip() for k in str(args.faults).split(",") if k.strip())
-    unknown = [k for k in kinds if k not in KINDS]
+    agents = int(getattr(args, "agents", 0) or 0)
+    if not 0 <= agents <= 5:
+        raise UsageError("--agents must be between 0 and 5")
+    vips = int(getattr(args, "vips", 2) or 2)
+    if not 1 <= vips <= 4:
+        raise UsageError("--vips must be between 1 and 4")
+    known = KINDS + AGENT_KINDS if agents else KINDS
+    faults = args.faults if args.faults is not None else ",".join(known)
+    kinds = tuple(k.strip() for k in str(faults).split(",") if k.strip())
+    unknown = [k for k in kinds if k not in known]
     if unknown or not kinds:
-        raise UsageError(f"unknown fault kinds {unknown} (known: {', '.join(KINDS)})")
+        raise UsageError(f"unknown fault kinds {unknown} (known: {', '.join(known)})")
+    if args.broken == "vip-linger" and (agents < 2 or "agent-isolate" not in kinds):
+        raise UsageError("--break vip-linger needs --agents 2 or more and agent-isolate")
     if not 1 <= args.clients <= 32:
         raise UsageError("--clients must be between 1 and 32")
     if not 1 <= args.keys <= 20:
@@ -125,6 +148,8 @@ def params_from(args: argparse.Namespace) -> RealParams:
         kinds=kinds,
         overlap=bool(args.overlap),
         broken=args.broken or "",
+        agents=agents,
+        vips=vips,
         keep=Path(args.keep) if args.keep else None,
     )
 

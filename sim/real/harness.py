@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ..history import History
+from .agents import OVERLAP_TOLERANCE_MS, AgentFleet, LogEvent, judge_vips, report_lines
 from .checks import Violation, judge
 from .clients import Workload, WorkloadParams
 from .cluster import RealCluster
-from .nemesis import KINDS, Nemesis, Timeline, schedule
+from .nemesis import KINDS, Event, Nemesis, Timeline, schedule
 from .report import RealResult
 
 
@@ -45,7 +46,10 @@ class RealParams:
     attempt_timeout_s: float = 2.0
     kinds: tuple[str, ...] = KINDS
     overlap: bool = False  # network and process faults in two lanes, at the same time
-    broken: str = ""  # "" or "amnesia"
+    broken: str = ""  # "", "amnesia" or "vip-linger"
+    agents: int = 0  # target agents (sim/real/agents.py); 0: none
+    vips: int = 2  # VIPs on loopback (127.0.77.1, ...) when there are agents
+    agent_ttl_ms: int = 1500
     keep: Path | None = None
     tick_ms: int = 50
     election_ticks: int = 6
@@ -54,6 +58,10 @@ class RealParams:
     recover_s: float = 30.0
     final_read_s: float = 20.0
     catch_up_s: float = 10.0
+    # Every VIP served by exactly one live agent (the map's owner), from the final heal.
+    vip_settle_s: float = 15.0
+    # --break vip-linger: agents that keep serving 2 s past their lease's safe window.
+    linger_margin_s: float = -2.0
 
 
 async def _watchers_caught_up(wl: Workload, revision: int, bound: float) -> None:
@@ -69,10 +77,23 @@ def _last_line(log: str) -> str:
     return lines[-1].strip() if lines else "(no log)"
 
 
-async def _monitor(cluster: RealCluster, tl: Timeline, nemesis: Nemesis, exits: list[str]) -> None:
+async def _monitor(
+    cluster: RealCluster,
+    tl: Timeline,
+    nemesis: Nemesis,
+    exits: list[str],
+    fleet: AgentFleet | None = None,
+    agent_exits: list[str] | None = None,
+) -> None:
     """Poll every node's role and term (straight to its API) and note each change."""
     seen: dict[int, tuple[str, int]] = {}
     for _ in range(10_000_000):
+        if fleet is not None:
+            for k, code in fleet.exited():  # the final heal restarts it
+                text = f"agent a{k} exited by itself (status {code}): {fleet.last_line(k)}"
+                tl.add("exit", text)
+                if agent_exits is not None:
+                    agent_exits.append(text)
         for i, nd in cluster.nodes.items():
             if nd.proc is not None and nd.proc.poll() is not None and i not in nemesis.down:
                 # Nobody killed it: it stopped by itself (a refused invariant, a crash).
@@ -116,6 +137,9 @@ async def run_real(p: RealParams, say: Callable[[str], None] = print) -> RealRes
         p.kinds,
         amnesia=p.broken == "amnesia",
         overlap=p.overlap,
+        agents=p.agents,
+        agent_hold_min_s=2 * p.agent_ttl_ms / 1000,
+        isolate_first=p.broken == "vip-linger",
     )
     tasks: list[asyncio.Task[Any]] = []
     final_rev = 0
@@ -128,6 +152,11 @@ async def run_real(p: RealParams, say: Callable[[str], None] = print) -> RealRes
     tl = Timeline()
     wl: Workload | None = None
     nemesis: Nemesis | None = None
+    fleet: AgentFleet | None = None
+    agent_exits: list[str] = []
+    wall0 = time.time()
+    stopped_at = 0.0  # wall clock: every agent stopped
+    settled: tuple[float | None, str] = (None, "")
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     if main is not None:
@@ -138,7 +167,24 @@ async def run_real(p: RealParams, say: Callable[[str], None] = print) -> RealRes
     try:
         say(f"real: {p.nodes} nodes on loopback in {workdir}, seed {p.seed}")
         leader = await cluster.start(30.0)
+        if p.agents:
+            fleet = AgentFleet(
+                workdir,
+                cluster,
+                p.agents,
+                vips=tuple(f"127.0.77.{v}" for v in range(1, p.vips + 1)),
+                ttl_ms=p.agent_ttl_ms,
+                margin_s=p.linger_margin_s if p.broken == "vip-linger" else None,
+            )
+            say(f"real: {p.agents} target agents, VIPs on port {fleet.vip_port}")
+            await fleet.start()
+            await fleet.wait_registered(30.0)
+            await fleet.create_vips()
+            took, seen = await fleet.wait_settled(15.0)
+            if took is None:
+                notes.append(f"the VIPs were not all served before the load began: {seen}")
         tl = Timeline()  # time 0: the cluster is up, the load begins
+        wall0 = time.time() - tl.now()
         tl.add("note", f"cluster up: n{leader} leads")
         wparams = WorkloadParams(
             clients=p.clients,
@@ -150,9 +196,9 @@ async def run_real(p: RealParams, say: Callable[[str], None] = print) -> RealRes
             op_deadline_s=p.attempts * (p.attempt_timeout_s + 1.0) + 5.0,
         )
         wl = Workload(cluster, history, tl.t0, p.seed, wparams)
-        nemesis = Nemesis(cluster, tl, faults, p.seed)
+        nemesis = Nemesis(cluster, tl, faults, p.seed, fleet)
         stop = asyncio.Event()
-        tasks.append(loop.create_task(_monitor(cluster, tl, nemesis, exits)))
+        tasks.append(loop.create_task(_monitor(cluster, tl, nemesis, exits, fleet, agent_exits)))
         watchers = [loop.create_task(wl.run_watcher(rec)) for rec in wl.watcher_records()]
         tasks += watchers
         clients = [loop.create_task(wl.run_client(cid, stop)) for cid in range(p.clients)]
@@ -191,12 +237,25 @@ async def run_real(p: RealParams, say: Callable[[str], None] = print) -> RealRes
         say(f"real: {tl.now():.1f}s every node's history read; stopping the processes")
         for problem in cluster.bypassed_links():
             notes.append(f"harness routing (results may not mean what they say): {problem}")
+        if fleet is not None:
+            left = max(1.0, p.vip_settle_s - (tl.now() - heal_at))
+            took, seen = await fleet.wait_settled(left)
+            settled = (None if took is None else round(tl.now() - heal_at, 3), seen)
+            if took is not None:
+                tl.add("note", "every VIP served by exactly one live agent, the map's owner")
+            say(f"real: {tl.now():.1f}s VIPs: {seen}")
     finally:
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if fleet is not None:
+            try:
+                stopped_at = await fleet.stop_all()  # first: their intervals end here
+                await fleet.close()
+            finally:
+                fleet.kill_all_sync()
         try:
             await cluster.stop_all()
             await cluster.close_proxies()
@@ -232,6 +291,15 @@ async def run_real(p: RealParams, say: Callable[[str], None] = print) -> RealRes
     j.notes.extend(notes)
     for text in exits:
         j.violations.append(Violation("node-exited", text))
+    vip: dict[str, Any] = {}
+    if fleet is not None:
+        vip = _judge_vips(p, fleet, wall0, stopped_at, settled)
+        for kind, detail in vip.pop("_violations"):
+            j.violations.append(Violation(kind, detail))
+        for text in agent_exits:
+            j.violations.append(Violation("agent-exited", text))
+        tl.events.extend(vip.pop("_events"))
+        tl.events.sort(key=lambda e: e.t_s)
     if recovery is None:
         j.violations.append(
             Violation("liveness", f"no agreed leader within {p.recover_s:g}s of the final heal")
@@ -256,6 +324,7 @@ async def run_real(p: RealParams, say: Callable[[str], None] = print) -> RealRes
         workdir=workdir if keep else None,
         stats=stats,
         broken=p.broken,
+        vip=vip,
         errors=dict(wl.errors),
         revisions=dict(wl.revision),
         sends=dict(wl.sends),
@@ -264,6 +333,82 @@ async def run_real(p: RealParams, say: Callable[[str], None] = print) -> RealRes
             for k, v in dataclasses.asdict(p).items()
         },
     )
+
+
+def _judge_vips(
+    p: RealParams,
+    fleet: AgentFleet,
+    wall0: float,
+    stopped_at: float,
+    settled: tuple[float | None, str],
+) -> dict[str, Any]:
+    """The VIP check on the agents' logs: the report's part, its violations, its events."""
+    events = fleet.events()
+    vj = judge_vips(events, fleet.deaths(), stopped_at or time.time(), t0=wall0)
+    violations = list(vj.violations)
+    took, seen = settled
+    if took is None:
+        violations.append(
+            (
+                "vip-liveness",
+                f"{p.vip_settle_s:g}s after the final heal the VIPs were not each served by "
+                f"exactly one live agent, the map's owner: {seen}",
+            )
+        )
+    tl_events = [
+        Event(round(ev.t - wall0, 3), "vip", 0, _vip_text(ev))
+        for ev in events
+        if ev.kind in ("serve", "stop", "cannot")
+    ]
+    tl_events += [
+        Event(round(t - wall0, 3), "vip", 0, f"{name} seen dead (its VIPs end here)")
+        for name, ts in fleet.deaths().items()
+        for t in ts
+    ]
+    return {
+        "agents": p.agents,
+        "vips": list(fleet.vips),
+        "vip_port": fleet.vip_port,
+        "tolerance_ms": OVERLAP_TOLERANCE_MS,
+        "intervals": {
+            v: [
+                {
+                    "agent": iv.agent,
+                    "start_s": round(iv.start - wall0, 3),
+                    "end_s": round(iv.end - wall0, 3),
+                    "epoch": iv.epoch,
+                    "end": iv.why_end,
+                }
+                for iv in lst
+            ]
+            for v, lst in sorted(vj.intervals.items())
+        },
+        "handovers": [
+            {
+                "vip": h.vip,
+                "from": h.src,
+                "to": h.dst,
+                "at_s": round(h.at - wall0, 3),
+                "gap_ms": h.gap_ms,
+            }
+            for h in vj.handovers
+        ],
+        "cannot_listen": vj.cannot,
+        "settled_after_heal_s": took,
+        "settled": seen,
+        "lines": report_lines(vj, wall0),
+        "stats": fleet.stats(),
+        "_violations": violations,
+        "_events": tl_events,
+    }
+
+
+def _vip_text(ev: LogEvent) -> str:
+    if ev.kind == "serve":
+        return f"{ev.agent} serves {ev.vip} (epoch {ev.epoch})"
+    if ev.kind == "stop":
+        return f"{ev.agent} stops serving {ev.vip}"
+    return f"{ev.agent} CANNOT LISTEN on {ev.vip}"
 
 
 def _error_counts(errors: dict[int, str]) -> dict[str, int]:

@@ -31,6 +31,21 @@ Kinds (``KINDS``):
   node, wipe a majority's data directories, restart that majority at once and
   the rest after the hold. A durable store cannot survive this; the checkers
   must say so.
+
+With ``--agents N`` (target agents, sim/real/agents.py) a lane of its own, drawn from
+the seed (``"{seed}/agents"``: the coordinators' schedule stays what it is without
+agents) and played alongside the others, one fault at a time:
+
+- ``agent-kill``: kill -9 an agent (the kernel closes its sockets at once), restart it
+  after the hold.
+- ``agent-isolate``: cut (stall or reset) every proxy of one agent: it must stop serving
+  before the leader hands its VIPs to another agent. Held at least 2 x TTL so that the
+  hand-over happens while it is cut off.
+- ``agent-drain``: drain its node through the API (a planned move: a release), undrain
+  after the hold.
+
+Agents are never SIGSTOPped: on loopback a paused process keeps its listening socket,
+hence the VIP (the interface mode's address lifetimes exist for that, out of scope).
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .agents import AGENT_KINDS, AGENT_MUST, AgentFleet
 from .cluster import RealCluster
 from .proxy import OPEN, Flow
 
@@ -67,7 +83,7 @@ class Fault:
         bits = [self.kind]
         if self.variant:
             bits.append(self.variant)
-        if self.kind == "partition":
+        if self.kind in ("partition", "agent-isolate"):
             bits.append(f"({self.mode})")
         if self.kind == "delay":
             bits.append(f"{self.delay_ms}+{self.jitter_ms}ms")
@@ -97,15 +113,39 @@ def schedule(
     calm_s: float = 3.0,
     amnesia: bool = False,
     overlap: bool = False,
+    agents: int = 0,
+    agent_hold_min_s: float = 3.0,
+    isolate_first: bool = False,
 ) -> list[Fault]:
     """The faults of a run, from the seed alone.
 
     ``overlap``: two lanes drawn from the seed, played at the same time: the network's
     faults (partition, oneway, delay, lossy) and the processes' (kill, crash-majority,
     pause, amnesia), so a node may die while a partition holds. Each lane still plays
-    one fault at a time."""
+    one fault at a time.
+
+    ``agents``: the target agents' faults (the ``agent-*`` kinds in ``kinds``) in a
+    lane of their own, drawn from ``"{seed}/agents"``, played alongside."""
+    agent_kinds = tuple(k for k in kinds if k in AGENT_KINDS)
+    kinds = tuple(k for k in kinds if k not in AGENT_KINDS)
+    extra: list[Fault] = []
+    if agents and agent_kinds:
+        rng = random.Random(f"{seed}/agents")
+        extra = _agent_lane(
+            rng,
+            agents,
+            duration_s,
+            agent_kinds,
+            warmup_s,
+            calm_s,
+            agent_hold_min_s,
+            isolate_first,
+        )
+    if not kinds:
+        return extra
     if not overlap:
-        return _lane(random.Random(seed), n, duration_s, kinds, warmup_s, calm_s, amnesia, "")
+        one = _lane(random.Random(seed), n, duration_s, kinds, warmup_s, calm_s, amnesia, "")
+        return sorted(one + extra, key=lambda f: (f.at_s, f.lane)) if extra else one
     net = tuple(k for k in kinds if k in NET_KINDS)
     proc = tuple(k for k in kinds if k not in NET_KINDS)
     out: list[Fault] = []
@@ -115,7 +155,42 @@ def schedule(
     if proc or amnesia:
         rng = random.Random(f"{seed}/proc")
         out += _lane(rng, n, duration_s, proc or ("kill",), warmup_s, calm_s, amnesia, "proc")
-    return sorted(out, key=lambda f: (f.at_s, f.lane))
+    return sorted(out + extra, key=lambda f: (f.at_s, f.lane))
+
+
+def _agent_lane(
+    rng: random.Random,
+    agents: int,
+    duration_s: float,
+    kinds: tuple[str, ...],
+    warmup_s: float,
+    calm_s: float,
+    isolate_min_s: float,
+    isolate_first: bool,
+) -> list[Fault]:
+    short = duration_s < 60
+    hold_lo, hold_hi = (0.8, 2.5) if short else (1.0, 5.0)
+    gap_lo, gap_hi = (0.5, 2.0) if short else (1.0, 4.0)
+    must = [k for k in AGENT_MUST if k in kinds]
+    rng.shuffle(must)
+    if isolate_first and "agent-isolate" in must:
+        must.remove("agent-isolate")
+        must.insert(0, "agent-isolate")
+    out: list[Fault] = []
+    t = warmup_s
+    for _ in range(100_000):
+        kind = must.pop(0) if must else rng.choice(kinds)
+        hold = round(rng.uniform(hold_lo, hold_hi), 2)
+        if kind == "agent-isolate":
+            hold = max(hold, isolate_min_s)
+        if t + hold > duration_s - calm_s:
+            break
+        order = list(range(1, agents + 1))
+        rng.shuffle(order)
+        mode = rng.choice(("stall", "reset")) if kind == "agent-isolate" else "stall"
+        out.append(Fault(t, kind, hold, "", mode, tuple(order), 0, 0, "agent"))
+        t = round(t + hold + rng.uniform(gap_lo, gap_hi), 2)
+    return out
 
 
 def _lane(
@@ -236,9 +311,15 @@ def _groups_text(groups: list[list[int]]) -> str:
 
 class Nemesis:
     def __init__(
-        self, cluster: RealCluster, timeline: Timeline, faults: list[Fault], seed: int
+        self,
+        cluster: RealCluster,
+        timeline: Timeline,
+        faults: list[Fault],
+        seed: int,
+        agents: AgentFleet | None = None,
     ) -> None:
         self.c = cluster
+        self.agents = agents
         self.tl = timeline
         self.faults = faults
         self.links = Links(cluster)
@@ -298,6 +379,8 @@ class Nemesis:
             self.tl.add("up", "", i)
             did.append(f"restart n{i}")
         self.down.clear()
+        if self.agents is not None:
+            did += await self.agents.heal_all()
         self.tl.add("heal", ", ".join(did))
 
     # ---- faults ----------------------------------------------------------------------
@@ -311,6 +394,8 @@ class Nemesis:
     async def _begin(self, f: Fault) -> str:
         ids = self.c.ids
         order = list(f.order)
+        if f.kind.startswith("agent-"):
+            return await self._agent_begin(f)
         match f.kind:
             case "partition":
                 groups = await self._partition_groups(f, order)
@@ -391,7 +476,47 @@ class Nemesis:
                 )
         raise ValueError(f"unknown fault kind {f.kind!r}")
 
+    async def _agent_begin(self, f: Fault) -> str:
+        fleet = self.agents
+        if fleet is None:
+            return f"{f.kind}: no agents"
+        k = f.order[0]
+        match f.kind:
+            case "agent-kill":
+                await fleet.kill9(k)
+                return f"kill -9 agent a{k}"
+            case "agent-isolate":
+                fleet.isolate(k, f.mode)
+                return f"isolate agent a{k} ({f.mode}): cut from every coordinator"
+            case "agent-drain":
+                return await fleet.drain(k)
+        raise ValueError(f"unknown fault kind {f.kind!r}")
+
+    async def _agent_end(self, f: Fault) -> str:
+        fleet = self.agents
+        if fleet is None:
+            return "nothing to undo"
+        k = f.order[0]
+        match f.kind:
+            case "agent-kill":
+                if k in fleet.down:
+                    fleet.down.discard(k)
+                    fleet.start_agent(k)
+                    return f"restart agent a{k}"
+                return "nothing to restart"
+            case "agent-isolate":
+                fleet.reconnect(k)
+                return f"reconnect agent a{k}"
+            case "agent-drain":
+                if k not in fleet.drained:
+                    return "nothing to undrain"
+                ok = await fleet.undrain(k, tries=3)
+                return f"undrain a{k}" if ok else f"undrain a{k} failed (again at the final heal)"
+        raise ValueError(f.kind)
+
     async def _end(self, f: Fault) -> str:
+        if f.kind.startswith("agent-"):
+            return await self._agent_end(f)
         if f.kind in ("partition", "oneway", "delay", "lossy"):
             self.links.heal()
             return "heal: all links open"

@@ -26,8 +26,13 @@ import re
 
 from ..history import Op
 from ..html import (
+    AGENT_COLOURS,
     CSS_PAGE,
+    GAP,
+    LEFT,
     LEGEND,
+    PLOT_W,
+    VIP_H,
     FaultRow,
     FaultSpan,
     Mark,
@@ -37,10 +42,15 @@ from ..html import (
     Seg,
     _cut_of,
     _esc,
+    _f,
     _names,
+    _Pic,
+    _s,
     _span,
+    _title,
     svg_scene,
 )
+from .agents import AGENT_KINDS
 from .harness import RealParams
 from .nemesis import NET_KINDS, Event
 from .report import RealResult, full_report
@@ -175,6 +185,7 @@ def _fault_rows(
 ) -> tuple[list[FaultRow], list[NetSpan]]:
     net = FaultRow("network", "faults", [], [])
     proc = FaultRow("processes", "kill, pause", [], [])
+    agents = FaultRow("agents", "kill, isolate, drain", [], [])
     cuts: list[NetSpan] = []
     quorum = len(nodes) // 2 + 1
     for entry in res.played:
@@ -206,6 +217,8 @@ def _fault_rows(
             cuts.append(NetSpan(start, stop, did, blocked))
         if kind in NET_KINDS:
             row, cls = net, "split" if blocked else "slow"
+        elif kind.startswith("agent-"):
+            row, cls = agents, "split" if kind == "agent-isolate" else "proc"
         else:
             row, cls = proc, "proc"
         attrs = f' data-kind="{_esc(kind)}" data-nodes="{_esc(_names(hit))}"'
@@ -215,8 +228,63 @@ def _fault_rows(
         if ev.kind == "note" or (ev.kind == "heal" and ev.text.startswith("final heal")):
             net.ticks.append((t, "note", ev.text))
         elif ev.kind == "exit":
-            proc.ticks.append((t, "fault", ev.text))
-    return [net, proc], cuts
+            (agents if ev.text.startswith("agent ") else proc).ticks.append((t, "fault", ev.text))
+    return [net, proc, *([agents] if res.vip or agents.spans else [])], cuts
+
+
+def _vip_lanes(p: _Pic, res: RealResult) -> list[str]:
+    """With agents: one lane per VIP, a sub-lane per agent, its serving intervals as the
+    logs say (coloured per agent), a red tick where the harness saw an agent dead after a
+    kill -9 and where an agent could not listen."""
+    v = res.vip
+    if not v:
+        return []
+    ivs: dict[str, list[dict[str, object]]] = v.get("intervals", {})
+    agents = [f"a{k}" for k in range(1, int(v.get("agents", 0)) + 1)]
+    colour = {name: AGENT_COLOURS[i % len(AGENT_COLOURS)] for i, name in enumerate(agents)}
+    slot = {name: i for i, name in enumerate(agents)}
+    sub = min(10.0, max(4.0, VIP_H / max(1, len(agents))))
+    h = sub * max(1, len(agents))
+    marks = [
+        (max(0, _us(ev.t_s)), ev.text)
+        for ev in res.events
+        if ev.kind == "vip" and ("CANNOT" in ev.text or "seen dead" in ev.text)
+    ]
+    for addr in sorted(set(v.get("vips", [])) | set(ivs)):
+        y = p.y
+        p.add(f'<g class="vip" data-address="{_esc(addr)}">')
+        p.add(f'<rect class="lane" x="{LEFT}" y="{_f(y)}" width="{PLOT_W}" height="{_f(h)}"/>')
+        p.label(y, h, f"VIP {addr}")
+        for iv in ivs.get(addr, []):
+            name = str(iv["agent"])
+            start = max(0, _us(float(str(iv["start_s"]))))
+            stop = max(start, _us(float(str(iv["end_s"]))))
+            title = (
+                f"{name} serves {addr} at epoch {iv['epoch']} (its log): "
+                f"{_span(start, stop)}; ended: {iv['end']}"
+            )
+            seg = Seg(
+                start,
+                stop,
+                "held",
+                title,
+                f"{name} e{iv['epoch']}",
+                f' fill="{colour.get(name, "#999")}" data-agent="{_esc(name)}"',
+            )
+            p.seg(seg, y + sub * slot.get(name, 0), sub, "tws")
+        for t, text in marks:
+            name = text.split(" ", 1)[0]
+            if "seen dead" not in text and addr not in text:
+                continue
+            yy = y + sub * slot.get(name, 0)
+            p.add(
+                f'<line class="fault" x1="{_f(p.x(t))}" x2="{_f(p.x(t))}" y1="{_f(yy)}" '
+                f'y2="{_f(yy + sub)}">{_title([f"{_s(t)} {text}"])}</line>'
+            )
+        p.add("</g>")
+        p.y += h + 3
+    p.y += GAP - 3
+    return agents
 
 
 def _marks(res: RealResult, end: int) -> tuple[list[Mark], set[int]]:
@@ -264,6 +332,7 @@ def scene(res: RealResult) -> Scene:
         flagged=flagged,
         legend=LEGEND_REAL,
         css=CSS_REAL,
+        extra=(lambda p: _vip_lanes(p, res)) if res.vip else None,
     )
 
 
@@ -285,10 +354,15 @@ def replay_command(res: RealResult) -> str:
     if "attempt_timeout_s" in p and p["attempt_timeout_s"] != d.attempt_timeout_s:
         bits.append(f"--attempt-timeout {p['attempt_timeout_s']:g}s")
     kinds = p.get("kinds")
-    if kinds is not None and tuple(kinds) != d.kinds:
+    default = d.kinds + (AGENT_KINDS if p.get("agents") else ())
+    if kinds is not None and tuple(kinds) != default:
         bits.append("--faults " + ",".join(kinds))
     if p.get("overlap"):
         bits.append("--overlap")
+    if p.get("agents"):
+        bits.append(f"--agents {p['agents']}")
+        if p.get("vips", d.vips) != d.vips:
+            bits.append(f"--vips {p['vips']}")
     if res.broken:
         bits.append(f"--break {res.broken}")
     return " ".join(bits)

@@ -36,6 +36,7 @@ class RealResult:
     revisions: dict[int, int] = field(default_factory=dict)  # op id -> acknowledged revision
     sends: dict[int, list[str]] = field(default_factory=dict)  # op id -> its HTTP tries
     params: dict[str, Any] = field(default_factory=dict)  # how the run was asked for
+    vip: dict[str, Any] = field(default_factory=dict)  # the VIP check (with --agents)
 
     @property
     def ok(self) -> bool:
@@ -101,6 +102,7 @@ class RealResult:
                 }
                 for op in self.history.ops
             ],
+            "vip": self.vip or None,
             "stats": self.stats,
             "wall_s": round(self.wall_s, 3),
             "workdir": str(self.workdir) if self.workdir else None,
@@ -145,6 +147,7 @@ def verdict(res: RealResult) -> str:
     lines.append(
         f"unknown (info) writes found applied: {took}; final revision {res.final_revision}"
     )
+    lines.extend(vip_text(res))
     lines.extend(f"note: {n}" for n in j.notes)
     shown: dict[str, int] = {}
     for v in j.violations:
@@ -157,6 +160,29 @@ def verdict(res: RealResult) -> str:
     if res.workdir is not None:
         lines.append(f"logs and data kept in {res.workdir}")
     return "\n".join(lines)
+
+
+def vip_text(res: RealResult) -> list[str]:
+    """With agents: what the VIP check looked at, per VIP who served it and the
+    hand-overs."""
+    v = res.vip
+    if not v:
+        return []
+    settled = v.get("settled_after_heal_s")
+    out = [
+        f"checked: VIP single ownership ({v['agents']} agents, VIPs {', '.join(v['vips'])} "
+        f"on port {v['vip_port']}: no 'cannot listen', no two agents serving one VIP for "
+        f"more than {v['tolerance_ms']:g} ms, after the final heal each VIP served by "
+        "exactly one live agent, the map's owner)",
+        f"VIP hand-overs: {len(v['handovers'])}; cannot-listen lines: {v['cannot_listen']}; "
+        + (
+            f"settled {settled:.2f}s after the final heal"
+            if settled is not None
+            else "NOT settled after the final heal"
+        ),
+        *v.get("lines", []),
+    ]
+    return out
 
 
 def schedule_text(res: RealResult) -> str:
