@@ -4,6 +4,7 @@
     python -m sim.real --duration 30m --nodes 5 --seed 7 --keep runs/ --json out.json
     python -m sim.real --duration 20s --break amnesia  # a deliberate bug the checkers must catch
     python -m sim real --duration 20s --html out.html  # also the timeline picture
+    python -m sim real --duration 20s --agents 2       # target agents: VIP single ownership
 
 Exit status: 0 no violation, 1 a violation, 2 usage error (130 after Ctrl-C, 143 after
 SIGTERM: both stop every process the run started before exiting).

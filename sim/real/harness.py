@@ -250,17 +250,19 @@ async def run_real(p: RealParams, say: Callable[[str], None] = print) -> RealRes
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if fleet is not None:
-            try:
-                stopped_at = await fleet.stop_all()  # first: their intervals end here
-                await fleet.close()
-            finally:
-                fleet.kill_all_sync()
         try:
-            await cluster.stop_all()
-            await cluster.close_proxies()
+            if fleet is not None:
+                try:
+                    stopped_at = await fleet.stop_all()  # first: their intervals end here
+                    await fleet.close()
+                finally:
+                    fleet.kill_all_sync()
         finally:
-            cluster.kill_all_sync()
+            try:
+                await cluster.stop_all()
+                await cluster.close_proxies()
+            finally:
+                cluster.kill_all_sync()
         stats["proxies"] = {
             p2.name: {
                 "accepted": p2.stats.accepted,
