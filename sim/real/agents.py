@@ -43,7 +43,7 @@ from typing import Any
 from coord.client import Client, CoordError
 from target.cli import agent_command
 
-from .cluster import RealCluster, free_ports
+from .cluster import RealCluster, free_ports, reap
 from .proxy import Proxy
 
 AGENT_KINDS = ("agent-kill", "agent-isolate", "agent-drain")
@@ -517,17 +517,9 @@ class AgentFleet:
     # ---- stopping (by PID) -----------------------------------------------------------
 
     async def _reap(self, ag: AgentProc, bound: float) -> None:
-        proc = ag.proc
-        if proc is None:
+        if ag.proc is None:
             return
-        deadline = time.monotonic() + bound
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(proc.wait, 5)
-        ag.exits.append(int(proc.returncode))
+        ag.exits.append(await reap(ag.proc, bound))
         ag.proc = None
 
     async def stop_all(self) -> float:

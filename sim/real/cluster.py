@@ -57,6 +57,18 @@ SNAPSHOT_EVERY = 50
 SNAPSHOT_KEEP = 10
 
 
+async def reap(proc: subprocess.Popen[bytes], bound: float) -> int:
+    """Wait up to ``bound`` seconds for ``proc`` to end, then SIGKILL it (by PID); its status."""
+    deadline = time.monotonic() + bound
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 5)
+    return int(proc.returncode)
+
+
 def free_ports(n: int) -> list[int]:
     """n distinct free loopback ports (bound to port 0, then released)."""
     socks = []
@@ -215,17 +227,9 @@ class RealCluster:
         shutil.rmtree(self.data_dir(i), ignore_errors=True)
 
     async def _reap(self, nd: NodeProc, bound: float) -> None:
-        proc = nd.proc
-        if proc is None:
+        if nd.proc is None:
             return
-        deadline = time.monotonic() + bound
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(proc.wait, 5)
-        nd.exits.append(int(proc.returncode))
+        nd.exits.append(await reap(nd.proc, bound))
         nd.proc = None
         nd.paused = False
 
