@@ -622,46 +622,75 @@ def _node_lanes(p: _Pic, lanes: list[NodeLane], nodes: list[int], net: list[NetS
     p.y += GAP - 3
 
 
+@dataclass
+class Held:
+    """An agent serving a VIP from ``start_us`` to ``stop_us`` (one segment of its lane)."""
+
+    start_us: int
+    stop_us: int
+    agent: str
+    epoch: object
+    title: str
+
+
+@dataclass
+class VipLane:
+    address: str
+    held: list[Held]
+    ticks: list[tuple[int, str, str]]  # (time, agent, what): a red tick on the agent's row
+
+
+def vip_lanes(p: _Pic, agents: list[str], lanes: list[VipLane]) -> None:
+    """One lane per VIP, a sub-lane per agent: who served it when, coloured per agent."""
+    colour = {name: AGENT_COLOURS[i % len(AGENT_COLOURS)] for i, name in enumerate(agents)}
+    slot = {name: i for i, name in enumerate(agents)}
+    sub = min(10.0, max(4.0, VIP_H / max(1, len(agents))))
+    h = sub * max(1, len(agents))
+    for lane in lanes:
+        y = p.y
+        p.add(f'<g class="vip" data-address="{_esc(lane.address)}">')
+        p.add(f'<rect class="lane" x="{LEFT}" y="{_f(y)}" width="{PLOT_W}" height="{_f(h)}"/>')
+        p.label(y, h, f"VIP {lane.address}")
+        for hd in lane.held:
+            seg = Seg(
+                hd.start_us,
+                hd.stop_us,
+                "held",
+                hd.title,
+                f"{hd.agent} e{hd.epoch}",
+                f' fill="{colour.get(hd.agent, "#999")}" data-agent="{_esc(hd.agent)}"',
+            )
+            p.seg(seg, y + sub * slot.get(hd.agent, 0), sub, "tws")
+        for t, name, what in lane.ticks:
+            x = p.x(t)
+            yy = y + sub * slot.get(name, 0)
+            p.add(
+                f'<line class="fault" x1="{_f(x)}" x2="{_f(x)}" y1="{_f(yy)}" '
+                f'y2="{_f(yy + sub)}">{_title([f"{_s(t)} {what}"])}</line>'
+            )
+        p.add("</g>")
+        p.y += h + 3
+    p.y += GAP - 3
+
+
 def _vip_lanes(p: _Pic, res: RunResult) -> list[str]:
     fleet = res.world.fleet
     if fleet is None:
         return []
     agents = [a.name for _, a in sorted(fleet.agents.items())]
-    colour = {name: AGENT_COLOURS[i % len(AGENT_COLOURS)] for i, name in enumerate(agents)}
-    slot = {name: i for i, name in enumerate(agents)}
-    sub = min(10.0, max(4.0, VIP_H / max(1, len(agents))))
-    h = sub * len(agents)
     intervals = fleet.vip_checker.intervals
-    addrs = sorted(set(fleet.vips) | {iv.address for iv in intervals})
-    for addr in addrs:
-        y = p.y
-        p.add(f'<g class="vip" data-address="{_esc(addr)}">')
-        p.add(f'<rect class="lane" x="{LEFT}" y="{_f(y)}" width="{PLOT_W}" height="{_f(h)}"/>')
-        p.label(y, h, f"VIP {addr}")
+    deaths = [(t, name, f"host of {name} killed") for t, name in sorted(fleet.deaths)]
+    lanes = []
+    for addr in sorted(set(fleet.vips) | {iv.address for iv in intervals}):
+        held = []
         for iv in sorted(
             (i for i in intervals if i.address == addr), key=lambda i: (i.start_us, i.agent)
         ):
             stop = iv.end_us if iv.end_us is not None else res.sim_us
             title = f"{iv.agent} serves {addr} at epoch {iv.epoch}: {_span(iv.start_us, stop)}"
-            seg = Seg(
-                iv.start_us,
-                stop,
-                "held",
-                title,
-                f"{iv.agent} e{iv.epoch}",
-                f' fill="{colour.get(iv.agent, "#999")}" data-agent="{_esc(iv.agent)}"',
-            )
-            p.seg(seg, y + sub * slot.get(iv.agent, 0), sub, "tws")
-        for t, name in sorted(fleet.deaths):
-            x = p.x(t)
-            yy = y + sub * slot.get(name, 0)
-            p.add(
-                f'<line class="fault" x1="{_f(x)}" x2="{_f(x)}" y1="{_f(yy)}" '
-                f'y2="{_f(yy + sub)}">{_title([f"{_s(t)} host of {name} killed"])}</line>'
-            )
-        p.add("</g>")
-        p.y += h + 3
-    p.y += GAP - 3
+            held.append(Held(iv.start_us, stop, iv.agent, iv.epoch, title))
+        lanes.append(VipLane(addr, held, deaths))
+    vip_lanes(p, agents, lanes)
     return agents
 
 

@@ -26,29 +26,24 @@ import re
 
 from ..history import Op
 from ..html import (
-    AGENT_COLOURS,
     CSS_PAGE,
-    GAP,
-    LEFT,
     LEGEND,
-    PLOT_W,
-    VIP_H,
     FaultRow,
     FaultSpan,
+    Held,
     Mark,
     NetSpan,
     NodeLane,
     Scene,
     Seg,
+    VipLane,
     _cut_of,
     _esc,
-    _f,
     _names,
     _Pic,
-    _s,
     _span,
-    _title,
     svg_scene,
+    vip_lanes,
 )
 from .agents import AGENT_KINDS
 from .harness import RealParams
@@ -241,20 +236,14 @@ def _vip_lanes(p: _Pic, res: RealResult) -> list[str]:
         return []
     ivs: dict[str, list[dict[str, object]]] = v.get("intervals", {})
     agents = [f"a{k}" for k in range(1, int(v.get("agents", 0)) + 1)]
-    colour = {name: AGENT_COLOURS[i % len(AGENT_COLOURS)] for i, name in enumerate(agents)}
-    slot = {name: i for i, name in enumerate(agents)}
-    sub = min(10.0, max(4.0, VIP_H / max(1, len(agents))))
-    h = sub * max(1, len(agents))
     marks = [
         (max(0, _us(ev.t_s)), ev.text)
         for ev in res.events
         if ev.kind == "vip" and ("CANNOT" in ev.text or "seen dead" in ev.text)
     ]
+    lanes = []
     for addr in sorted(set(v.get("vips", [])) | set(ivs)):
-        y = p.y
-        p.add(f'<g class="vip" data-address="{_esc(addr)}">')
-        p.add(f'<rect class="lane" x="{LEFT}" y="{_f(y)}" width="{PLOT_W}" height="{_f(h)}"/>')
-        p.label(y, h, f"VIP {addr}")
+        held = []
         for iv in ivs.get(addr, []):
             name = str(iv["agent"])
             start = max(0, _us(float(str(iv["start_s"]))))
@@ -263,27 +252,14 @@ def _vip_lanes(p: _Pic, res: RealResult) -> list[str]:
                 f"{name} serves {addr} at epoch {iv['epoch']} (its log): "
                 f"{_span(start, stop)}; ended: {iv['end']}"
             )
-            seg = Seg(
-                start,
-                stop,
-                "held",
-                title,
-                f"{name} e{iv['epoch']}",
-                f' fill="{colour.get(name, "#999")}" data-agent="{_esc(name)}"',
-            )
-            p.seg(seg, y + sub * slot.get(name, 0), sub, "tws")
-        for t, text in marks:
-            name = text.split(" ", 1)[0]
-            if "seen dead" not in text and addr not in text:
-                continue
-            yy = y + sub * slot.get(name, 0)
-            p.add(
-                f'<line class="fault" x1="{_f(p.x(t))}" x2="{_f(p.x(t))}" y1="{_f(yy)}" '
-                f'y2="{_f(yy + sub)}">{_title([f"{_s(t)} {text}"])}</line>'
-            )
-        p.add("</g>")
-        p.y += h + 3
-    p.y += GAP - 3
+            held.append(Held(start, stop, name, iv["epoch"], title))
+        ticks = [
+            (t, text.split(" ", 1)[0], text)
+            for t, text in marks
+            if "seen dead" in text or addr in text
+        ]
+        lanes.append(VipLane(addr, held, ticks))
+    vip_lanes(p, agents, lanes)
     return agents
 
 
