@@ -158,6 +158,13 @@ def schedule(
     return sorted(out + extra, key=lambda f: (f.at_s, f.lane))
 
 
+def _pace(duration_s: float) -> tuple[float, float, float, float]:
+    """How long faults hold and the quiet between them: shorter in runs under a minute."""
+    if duration_s < 60:
+        return 0.8, 2.5, 0.5, 2.0
+    return 1.0, 5.0, 1.0, 4.0
+
+
 def _agent_lane(
     rng: random.Random,
     agents: int,
@@ -168,9 +175,7 @@ def _agent_lane(
     isolate_min_s: float,
     isolate_first: bool,
 ) -> list[Fault]:
-    short = duration_s < 60
-    hold_lo, hold_hi = (0.8, 2.5) if short else (1.0, 5.0)
-    gap_lo, gap_hi = (0.5, 2.0) if short else (1.0, 4.0)
+    hold_lo, hold_hi, gap_lo, gap_hi = _pace(duration_s)
     must = [k for k in AGENT_MUST if k in kinds]
     rng.shuffle(must)
     if isolate_first and "agent-isolate" in must:
@@ -203,9 +208,7 @@ def _lane(
     amnesia: bool,
     lane: str,
 ) -> list[Fault]:
-    short = duration_s < 60
-    hold_lo, hold_hi = (0.8, 2.5) if short else (1.0, 5.0)
-    gap_lo, gap_hi = (0.5, 2.0) if short else (1.0, 4.0)
+    hold_lo, hold_hi, gap_lo, gap_hi = _pace(duration_s)
     must = [k for k in MUST if k in kinds]
     rng.shuffle(must)
     if amnesia:
