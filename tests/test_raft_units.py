@@ -232,6 +232,12 @@ def test_leadership_regained_keeps_current_term() -> None:
     t.add(Index(8), Term(4), "new")
     assert [r.token for r in t.leadership_lost(keep_term=Term(4))] == ["old"]
     assert len(t) == 1
+    assert t.leadership_lost(keep_term=Term(4)) == []  # nothing of another term is left
+    t.add(Index(9), Term(4), "newer")
+    got = t.applied(Entry(Index(8), Term(4)))
+    assert got is not None and got.outcome is Outcome.COMMITTED
+    assert [r.token for r in t.leadership_lost(keep_term=Term(5))] == ["newer"]
+    assert len(t) == 0
 
 
 # ---- configuration changes ----------------------------------------------------------

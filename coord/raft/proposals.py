@@ -45,6 +45,9 @@ class ProposalTracker(Generic[T]):
     def __init__(self) -> None:
         # index -> (term, token); indexes increase in insertion order.
         self._pending: dict[Index, tuple[Term, T]] = {}
+        # term -> how many pending proposals it has: the driver asks after every Ready
+        # whether any belongs to another term, and the answer is almost always "none".
+        self._terms: dict[Term, int] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -52,6 +55,7 @@ class ProposalTracker(Generic[T]):
     def add(self, index: Index, term: Term, token: T) -> None:
         assert index not in self._pending, f"two proposals at index {index}"
         self._pending[index] = (term, token)
+        self._terms[term] = self._terms.get(term, 0) + 1
 
     def applied(self, entry: Entry) -> Resolved[T] | None:
         """The driver applied ``entry``: resolve the proposal at its index, if ours."""
@@ -59,6 +63,7 @@ class ProposalTracker(Generic[T]):
         if got is None:
             return None
         term, token = got
+        self._forget(term)
         outcome = Outcome.COMMITTED if term == entry.term else Outcome.REJECTED
         return Resolved(token, outcome, entry.index, term)
 
@@ -72,9 +77,19 @@ class ProposalTracker(Generic[T]):
 
         ``keep_term``: we lead again in this term; its own proposals stay pending.
         """
+        if keep_term is not None and self._terms.keys() <= {keep_term}:
+            return []  # all of ours are of the term we still lead in
         gone = [i for i, (t, _) in self._pending.items() if t != keep_term]
         return [self._resolve_unknown(i) for i in gone]
 
     def _resolve_unknown(self, index: Index) -> Resolved[T]:
         term, token = self._pending.pop(index)
+        self._forget(term)
         return Resolved(token, Outcome.UNKNOWN, index, term)
+
+    def _forget(self, term: Term) -> None:
+        left = self._terms[term] - 1
+        if left:
+            self._terms[term] = left
+        else:
+            del self._terms[term]
