@@ -18,8 +18,6 @@ import asyncio
 import base64
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,8 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.procutil import Procs, etcd_command
+
 VALUE = "v" * 256
 
 
@@ -55,27 +54,6 @@ class Result:
 # ---- systems under test ----------------------------------------------------------------------
 
 
-class Procs:
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, cmd: list[str], log: Path) -> None:
-        f = open(log, "ab")  # noqa: SIM115 - the child owns it
-        self.procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT))
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
-        self.procs = []
-
-
 def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,7 +75,7 @@ def start_coord(d: Path, base: int) -> tuple[Procs, str]:
         cmd += ["--secret-file", str(secret), "--log-level", "warning"]
         for m in members:
             cmd += ["--member", m]
-        procs.start(cmd, d / f"coord-{i}.log")
+        procs.start(f"coord-{i}", cmd, d / f"coord-{i}.log")
     for i in (1, 2, 3):
         wait_http(f"http://127.0.0.1:{base + 100 + i}/readyz")
     import json
@@ -109,31 +87,10 @@ def start_coord(d: Path, base: int) -> tuple[Procs, str]:
 
 def start_etcd(d: Path, base: int) -> tuple[Procs, str]:
     procs = Procs()
-    names = {i: f"e{i}" for i in (1, 2, 3)}
-    peers = ",".join(f"{names[i]}=http://127.0.0.1:{base + 200 + i}" for i in (1, 2, 3))
+    peers = {i: base + 200 + i for i in (1, 2, 3)}
     for i in (1, 2, 3):
-        cmd = [
-            "etcd",
-            "--name",
-            names[i],
-            "--data-dir",
-            str(d / f"etcd-{i}"),
-            "--listen-client-urls",
-            f"http://127.0.0.1:{base + 300 + i}",
-            "--advertise-client-urls",
-            f"http://127.0.0.1:{base + 300 + i}",
-            "--listen-peer-urls",
-            f"http://127.0.0.1:{base + 200 + i}",
-            "--initial-advertise-peer-urls",
-            f"http://127.0.0.1:{base + 200 + i}",
-            "--initial-cluster",
-            peers,
-            "--initial-cluster-state",
-            "new",
-            "--log-level",
-            "error",
-        ]
-        procs.start(cmd, d / f"etcd-{i}.log")
+        cmd = etcd_command(d, i, base + 300 + i, peers)
+        procs.start(f"etcd-{i}", cmd, d / f"etcd-{i}.log")
     for i in (1, 2, 3):
         wait_http(f"http://127.0.0.1:{base + 300 + i}/health")
     # Find the leader: the gateway's status call names it.
@@ -245,13 +202,13 @@ def run(seconds: float = 5.0, max_writes: int = 200_000) -> str:
                 results.append(asyncio.run(load_http("coord", url, c, seconds, max_writes)))
             results.append(asyncio.run(load_channel(url, 512, seconds, max_writes)))
         finally:
-            procs.stop()
+            procs.stop_all()
         procs, url = start_etcd(d, base)
         try:
             for c in (1, 64):
                 results.append(asyncio.run(load_http("etcd", url, c, seconds, max_writes)))
         finally:
-            procs.stop()
+            procs.stop_all()
     return render(results)
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.procutil import Procs, free_port_block, http_ok, pct
+from bench.procutil import Procs, etcd_command, free_port_block, http_ok, pct
 
 PROBE_EVERY = 0.02
 ATTEMPT_BUDGET = 2.0
@@ -205,29 +205,8 @@ class EtcdCluster(Cluster):
     system = "etcd"
 
     def command(self, i: int) -> list[str]:
-        peers = ",".join(f"e{j}=http://127.0.0.1:{self.base + j}" for j in (1, 2, 3))
-        return [
-            "etcd",
-            "--name",
-            f"e{i}",
-            "--data-dir",
-            str(self.dir / f"etcd-{i}"),
-            "--listen-client-urls",
-            self.url(i),
-            "--advertise-client-urls",
-            self.url(i),
-            "--listen-peer-urls",
-            f"http://127.0.0.1:{self.base + i}",
-            "--initial-advertise-peer-urls",
-            f"http://127.0.0.1:{self.base + i}",
-            "--initial-cluster",
-            peers,
-            "--initial-cluster-state",
-            "new",
-            "--log-level",
-            "error",
-            *self.cfg.etcd_flags,
-        ]
+        peers = {j: self.base + j for j in (1, 2, 3)}
+        return etcd_command(self.dir, i, self.base + 100 + i, peers, tuple(self.cfg.etcd_flags))
 
     def write_request(self, key: str) -> tuple[str, str, dict[str, str]]:
         b64 = base64.b64encode

@@ -73,6 +73,36 @@ class Procs:
             self.stop(name)
 
 
+def etcd_command(
+    d: Path, i: int, client_port: int, peer_ports: dict[int, int], extra: tuple[str, ...] = ()
+) -> list[str]:
+    """etcd member ``e{i}`` of a cluster on 127.0.0.1, its data in ``d/etcd-{i}``."""
+    peers = ",".join(f"e{j}=http://127.0.0.1:{port}" for j, port in sorted(peer_ports.items()))
+    client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_ports[i]}"
+    return [
+        "etcd",
+        "--name",
+        f"e{i}",
+        "--data-dir",
+        str(d / f"etcd-{i}"),
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        peers,
+        "--initial-cluster-state",
+        "new",
+        "--log-level",
+        "error",
+        *extra,
+    ]
+
+
 def http_ok(url: str, timeout: float = 1.0, data: bytes | None = None) -> bytes | None:
     try:
         req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
