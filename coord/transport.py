@@ -306,7 +306,15 @@ class Transport:
             if length > self.max_frame:
                 self._refuse(peer, "oversize frame", f"{length} bytes > {self.max_frame}")
                 return
-            body = await asyncio.wait_for(reader.readexactly(length), 30.0)
+            # A stranger's first frame must arrive whole within the same time: a random
+            # length must not let garbage hold the connection open for 30 s.
+            try:
+                body = await asyncio.wait_for(
+                    reader.readexactly(length), self.auth_timeout_s if counter == 0 else 30.0
+                )
+            except TimeoutError:
+                self._refuse(peer, "no frame in time", f"a {length}-byte frame did not arrive")
+                return
             if not hmac.compare_digest(
                 head[LENGTH.size :], _mac(self.secret, nonce, counter, body)
             ):

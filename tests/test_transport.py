@@ -206,6 +206,23 @@ async def test_garbage_oversize_and_forged_frames_are_dropped_and_node_serves() 
         await t2.close()
 
 
+async def test_a_strangers_first_frame_must_arrive_whole_in_time() -> None:
+    # A head announcing a large (allowed) body, then silence: the connection is given
+    # up after the authentication time, not after the 30 s an authenticated peer gets.
+    t1, t2, _, got2 = await pair(auth_timeout_s=0.3)
+    try:
+        r, w, _ = await raw_connect(t2)
+        w.write(LENGTH.pack(1 << 20) + b"\0" * 32 + b"partial body")
+        await w.drain()
+        assert await closed(r)
+        assert t2.stats.rejected.get("no frame in time") == 1
+        t1.send(hb(1, 2, 9))
+        await until(lambda: any(m.commit == 9 for m in got2))  # type: ignore[union-attr]
+    finally:
+        await t1.close()
+        await t2.close()
+
+
 async def test_dead_peer_queue_is_bounded() -> None:
     got: list[Message] = []
     t = Transport(1, ("127.0.0.1", 0), {2: ("127.0.0.1", 1)}, SECRET, got.append, queue_limit=50)
