@@ -24,6 +24,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -146,44 +147,26 @@ async def load_http(system: str, url: str, clients: int, seconds: float, max_wri
 
 
 async def load_channel(url: str, in_flight: int, seconds: float, max_writes: int) -> Result:
-    import msgpack
+    """``in_flight`` writers sharing one pipelined channel, through coord's own client."""
+    from coord.client import Client
 
     latencies: list[float] = []
     stop_at = time.monotonic() + seconds
     count = 0
     started = time.monotonic()
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"{url}/v1/channel") as ws:
-        waiting: dict[int, float] = {}
-        next_id = 0
-        done = asyncio.Event()
 
-        async def reader() -> None:
-            nonlocal count
-            async for msg in ws:
-                for doc in msgpack.unpackb(msg.data, raw=False):
-                    t0 = waiting.pop(doc["id"], None)
-                    if t0 is not None and doc["status"] == 200:
-                        latencies.append(time.perf_counter() - t0)
-                        count += 1
-                if not waiting and done.is_set():
-                    return
+    async def worker(w: int, ch: Any) -> None:
+        nonlocal count
+        n = 0
+        while time.monotonic() < stop_at and count < max_writes:
+            n += 1
+            t0 = time.perf_counter()
+            await ch.put(f"pipe/{w}/{n}", VALUE)
+            latencies.append(time.perf_counter() - t0)
+            count += 1
 
-        rt = asyncio.get_running_loop().create_task(reader())
-        while time.monotonic() < stop_at and next_id < max_writes:
-            while len(waiting) >= in_flight:
-                await asyncio.sleep(0)
-            next_id += 1
-            waiting[next_id] = time.perf_counter()
-            await ws.send_bytes(
-                msgpack.packb(
-                    {"id": next_id, "op": "put", "key": f"pipe/{next_id}", "value": VALUE}
-                )
-            )
-        done.set()
-        try:
-            await asyncio.wait_for(rt, 10)
-        except TimeoutError:
-            rt.cancel()
+    async with Client([url]) as client, client.channel() as ch:
+        await asyncio.gather(*(worker(w, ch) for w in range(in_flight)))
     return Result("coord channel", in_flight, count, time.monotonic() - started, latencies)
 
 

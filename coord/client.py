@@ -716,7 +716,11 @@ class Channel:
         self.ws = ws
         self._next = 0
         self._waiting: dict[int, tuple[asyncio.Future[Any], bool]] = {}
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._loop = asyncio.get_running_loop()
+        self._reader = self._loop.create_task(self._read())
+        # Requests made in one turn of the loop leave in one frame (a list).
+        self._outbox: list[dict[str, Any]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def _read(self) -> None:
         import msgpack
@@ -750,14 +754,35 @@ class Channel:
         )
 
     async def request(self, op: str, *, write: bool = False, **args: Any) -> Any:
-        import msgpack
-
+        if self._reader.done():  # nothing sent: a definite failure, even for a write
+            raise Unavailable("unavailable", "the channel is closed")
         self._next += 1
         rid = self._next
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = (fut, write)
-        await self.ws.send_bytes(msgpack.packb({"id": rid, "op": op, **args}, use_bin_type=True))
+        if not self._outbox:
+            self._loop.call_soon(self._flush)
+        self._outbox.append({"id": rid, "op": op, **args})
         return await fut
+
+    def _flush(self) -> None:
+        import msgpack
+
+        batch, self._outbox = self._outbox, []
+        for i in range(0, len(batch), 1024):  # the server takes at most 4096 per frame
+            data = msgpack.packb(batch[i : i + 1024], use_bin_type=True)
+            # Tasks run in the order made, and each writes its frame before it first
+            # waits: frames leave in order. A failed send closes the channel, and the
+            # reader then ends every request still waiting.
+            t = self._loop.create_task(self._send(data))
+            self._sending.add(t)
+            t.add_done_callback(self._sending.discard)
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            await self.ws.send_bytes(data)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError):
+            await self.ws.close()
 
     async def put(self, key: str, value: str, **kw: Any) -> int:
         return int((await self.request("put", write=True, key=key, value=value, **kw))["revision"])

@@ -225,6 +225,17 @@ def retries_deduplicated(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     return []
 
 
+@expectation("batched-writes")
+def batched_writes(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
+    """Batch entries were exercised: some writes came while the leader persisted and
+    went into one entry together (coord/store/batch.py), under the same checkers."""
+    n = run.world.batched_writes
+    if n == 0:
+        return ["vacuous: every write went into an entry of its own"]
+    run.evidence.append(f"batched-writes: {n} writes proposed in shared entries")
+    return []
+
+
 @expectation("final-voters")
 def final_voters(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     """``final-voters:-gone,+6``: the founders, less bound name ``gone``, plus node 6."""

@@ -30,6 +30,7 @@ from coord.raft import (
 )
 from coord.raft.proposals import Outcome, ProposalTracker, Resolved
 from coord.store import StateMachine, encode
+from coord.store.batch import Batcher, Packed
 
 from .disk import SimDisk
 from .history import OpKind
@@ -61,6 +62,9 @@ class SimNode:
         self._held: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self._persisting: Ready | None = None
         self.tracker: ProposalTracker[Token] = ProposalTracker()
+        # Writes that came while a Ready was being persisted: one entry when it is done,
+        # as the daemon does (coord/store/batch.py).
+        self.batcher: Batcher[ClientRequest] = Batcher()
         # (client, req) -> (term we led in, request): awaiting a ReadState
         self._reads: dict[tuple[int, int], tuple[int, ReadRequest]] = {}
         self._reads_ready: list[tuple[int, ReadRequest]] = []  # (index, request)
@@ -80,6 +84,7 @@ class SimNode:
         if restored.snapshot is not None:
             self.sm.restore(restored.snapshot.data)
         self.tracker = ProposalTracker()
+        self.batcher = Batcher()
         self._reads, self._reads_ready, self._snap_pending = {}, [], None
         self._persisting = None
         self.role, self._term = Role.FOLLOWER, 0
@@ -167,7 +172,10 @@ class SimNode:
         core = self.core
         assert core is not None
         world = self.world
-        while self._persisting is None and core.has_ready():
+        while self._persisting is None:
+            self._propose_batch()
+            if not core.has_ready():
+                break
             rd = core.ready()
             world.checker.on_ready(self.id, core, rd)
             self._note_role()
@@ -205,12 +213,7 @@ class SimNode:
             result: Any = None
             if e.kind is EntryKind.NORMAL:
                 result = self.sm.apply(e.index, e.data)
-                if result.get("retried"):
-                    world.dedup_entries.add(e.index)
-                elif "error" not in result:
-                    cmd = msgpack.unpackb(e.data, raw=False)
-                    if "client" in cmd:  # lease traffic has no session
-                        world.checker.on_executed(self.id, cmd["client"], cmd["seq"], e.index)
+                self._executed(e.index, e.data, result)
             resolved = self.tracker.applied(e)
             if resolved is not None:
                 self._answer(resolved, result)
@@ -233,6 +236,19 @@ class SimNode:
         core.advance(rd)
         self._serve_reads(max(applied, core.log.applied))
         self._maybe_compact()
+
+    def _executed(self, index: int, data: bytes, result: dict[str, Any]) -> None:
+        """Tell the exactly-once checker which session writes took effect here."""
+        world = self.world
+        cmd = msgpack.unpackb(data, raw=False)
+        pairs = [(cmd, result)]
+        if cmd.get("op") == "batch":
+            pairs = list(zip(cmd["cmds"], result.get("results", []), strict=False))
+        for c, res in pairs:
+            if res.get("retried"):
+                world.dedup_entries.add(index)
+            elif "error" not in res and "client" in c:  # lease traffic has no session
+                world.checker.on_executed(self.id, c["client"], c["seq"], index)
 
     def _note_role(self) -> None:
         core = self.core
@@ -280,8 +296,12 @@ class SimNode:
             if req.kind is OpKind.READ:
                 core.read_index((req.client, req.req))
                 self._reads[(req.client, req.req)] = (core.term, req)
+            elif self._persisting is not None and core.role is Role.LEADER:
+                self.batcher.add(self._command(req), req)  # proposed once persisted
+                return
             else:
-                index = core.propose(self._command(req))
+                now = self.world.loop.now // 1000
+                index = core.propose(encode({**self._command(req), "time_ms": now}))
                 self.tracker.add(index, core.term, req)
         except NotLeader as e:
             self._reply(req, "not_leader", leader=int(e.leader))
@@ -291,20 +311,39 @@ class SimNode:
             self._reply(req, "dropped")
         self.pump()
 
-    def _command(self, req: ClientRequest) -> bytes:
-        """The client's operation as a store command, stamped with session and time."""
-        envelope = {"client": req.session, "seq": req.seq, "time_ms": self.world.loop.now // 1000}
+    def _command(self, req: ClientRequest) -> dict[str, Any]:
+        """The client's operation as a store command, with its session (time comes later)."""
+        envelope = {"client": req.session, "seq": req.seq}
         if req.kind is OpKind.WRITE:
-            return encode({"op": "put", "key": req.key, "value": str(req.a), **envelope})
+            return {"op": "put", "key": req.key, "value": str(req.a), **envelope}
         expected = None if req.a is None else str(req.a)
-        return encode(
-            {
-                "op": "txn",
-                "compare": [{"key": req.key, "target": "value", "op": "==", "value": expected}],
-                "success": [{"op": "put", "key": req.key, "value": str(req.b)}],
-                **envelope,
-            }
-        )
+        return {
+            "op": "txn",
+            "compare": [{"key": req.key, "target": "value", "op": "==", "value": expected}],
+            "success": [{"op": "put", "key": req.key, "value": str(req.b)}],
+            **envelope,
+        }
+
+    def _propose_batch(self) -> None:
+        if not len(self.batcher):
+            return
+        core = self.core
+        assert core is not None
+        for packed in self.batcher.take(self.world.loop.now // 1000):
+            try:
+                index = core.propose(packed.data)
+            except NotLeader as e:
+                for req in packed.tokens:
+                    self._reply(req, "not_leader", leader=int(e.leader))
+                continue
+            except RaftError:
+                for req in packed.tokens:
+                    self._reply(req, "dropped")
+                continue
+            if packed.batched:
+                self.world.batched_writes += len(packed.tokens)
+            token: Token = packed.tokens[0] if not packed.batched else packed
+            self.tracker.add(index, core.term, token)
 
     def track_read(self, req: LeaseRequest | MapRequest) -> None:
         core = self.core
@@ -313,6 +352,10 @@ class SimNode:
 
     def _answer(self, r: Resolved[Token], result: Any) -> None:
         req = r.token
+        if isinstance(req, Packed):
+            for one, res in zip(req.tokens, req.results(result), strict=True):
+                self._answer(Resolved(one, r.outcome, r.index, r.term), res)
+            return
         if not isinstance(req, ClientRequest):
             self.svc.answer(r, result)
             return

@@ -114,6 +114,7 @@ class World:
         self.services: dict[int, LeaseHolder | WatchClient] = {}
         self.stopped = False
         self.dedup_entries: set[int] = set()  # log indexes of retries answered from sessions
+        self.batched_writes = 0  # client writes that shared a log entry with others
         self.leader_hooks: list[Callable[[int, int], None]] = []  # called as a node takes office
         self.send_hooks: list[Callable[[int, Message], None]] = []  # a nemesis watching traffic
         self.nodes: dict[int, SimNode] = {}

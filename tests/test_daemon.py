@@ -59,6 +59,14 @@ def raw(
         return e.code, json.loads(e.read())
 
 
+def metric(cluster: Cluster, i: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://{cluster.apis[i]}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie (a detached child is reaped by init, in its own time)."""
     try:
@@ -425,5 +433,41 @@ def test_channel_rejects_garbage_frames_and_keeps_serving(cluster: Cluster) -> N
             return answers
 
     answers = asyncio.run(go())
-    assert [a["status"] for a in answers] == [400, 400, 400, 400, 400, 200]
-    assert answers[3]["body"]["error"]["code"] == "bad_request" and answers[3]["id"] == 7
+    # [1, 2] is a frame of two requests, neither a map: two answers
+    assert [a["status"] for a in answers] == [400, 400, 400, 400, 400, 400, 200]
+    assert answers[4]["body"]["error"]["code"] == "bad_request" and answers[4]["id"] == 7
+
+
+def test_channel_frame_of_many_requests(cluster: Cluster) -> None:
+    import msgpack
+    from aiohttp import ClientSession
+
+    leader = cluster.wait_ready()
+    before = metric(cluster, leader, "coord_batched_writes_total")
+
+    async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with (
+            ClientSession() as s,
+            s.ws_connect(f"http://{cluster.apis[leader]}/v1/channel") as ws,
+        ):
+            frame = [{"id": i, "op": "put", "key": f"f/{i}", "value": str(i)} for i in range(300)]
+            frame += [{"id": 300, "op": "put", "key": "f/bad", "value": 5}, "not a map"]
+            await ws.send_bytes(msgpack.packb(frame))
+            answers: list[dict[str, Any]] = []
+            while len(answers) < len(frame):
+                answers.extend(msgpack.unpackb((await ws.receive(timeout=10)).data))
+            await ws.send_bytes(msgpack.packb([{"id": 0, "op": "get"}] * 4097))
+            too_many = msgpack.unpackb((await ws.receive(timeout=10)).data)
+            return answers, too_many
+
+    answers, too_many = asyncio.run(go())
+    by_id = {a["id"]: a for a in answers if a["id"] is not None}
+    assert all(by_id[i]["status"] == 200 for i in range(300))
+    assert len({by_id[i]["body"]["revision"] for i in range(300)}) == 300  # each its own
+    assert by_id[300]["status"] == 400
+    assert [a["status"] for a in answers if a["id"] is None] == [400]
+    assert [a["status"] for a in too_many] == [400]
+    # writes that arrive together share log entries (and each still gets its result)
+    assert metric(cluster, leader, "coord_batched_writes_total") > before
+    _, kv = raw(cluster, leader, "GET", "/v1/kv/f/299")
+    assert kv["value"] == "299" and kv["version"] == 1

@@ -188,13 +188,16 @@ async def txn(request: web.Request) -> web.Response:
 
 # ---- the pipelined channel ------------------------------------------------------------------
 
+MAX_IN_FLIGHT = 4096  # per connection, and per frame
+
 
 async def channel(request: web.Request) -> web.WebSocketResponse:
     """One WebSocket, many requests in flight: binary msgpack frames both ways.
 
-    Request ``{"id": n, "op": "put"|"get"|"delete"|"range"|"txn"|"lease_grant"|
-    "lease_keepalive"|"lease_revoke"|"session_assign"|"node_heartbeat"|
-    "sessions_report", ...arguments, "client"?, "seq"?}``; answers
+    A frame holds one request or a list of them (a busy client sends whatever
+    it has in one frame). A request is ``{"id": n, "op": "put"|"get"|"delete"|
+    "range"|"txn"|"lease_grant"|"lease_keepalive"|"lease_revoke"|"session_assign"|
+    "node_heartbeat"|"sessions_report", ...arguments, "client"?, "seq"?}``; answers
     come as frames holding a list of ``{"id": n, "status": 200|4xx|5xx, "body":
     result or {"error": ...}}``, in whatever order they finish. Same operations,
     checks and errors as the HTTP routes (coord/server/ops.py). Not forwarded: a follower answers
@@ -204,7 +207,7 @@ async def channel(request: web.Request) -> web.WebSocketResponse:
     cfg = request.app[CONFIG]
     ws = web.WebSocketResponse(max_msg_size=cfg.max_body_bytes, heartbeat=30)
     await ws.prepare(request)
-    slots = asyncio.Semaphore(4096)  # requests in flight per connection: backpressure
+    slots = asyncio.Semaphore(MAX_IN_FLIGHT)  # requests in flight per connection: backpressure
     tasks: set[asyncio.Task[None]] = set()
     outbox: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
@@ -216,45 +219,58 @@ async def channel(request: web.Request) -> web.WebSocketResponse:
         if batch and not ws.closed:
             await ws.send_bytes(msgpack.packb(batch, use_bin_type=True))
 
-    async def answer(rid: Any, status: int, body: dict[str, Any]) -> None:
+    def answer(rid: Any, status: int, body: dict[str, Any]) -> None:
         if not outbox:
             loop.call_soon(lambda: loop.create_task(flush()))
         outbox.append({"id": rid, "status": status, "body": body})
 
-    async def serve_one(data: bytes) -> None:
+    async def serve_one(req: Any) -> None:
         rid: Any = None
         try:
-            try:
-                req = msgpack.unpackb(data, raw=False, strict_map_key=True)
-            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
-                raise BadRequest(f"not a msgpack frame: {e}") from e
             if not isinstance(req, dict):
                 raise BadRequest("a request is a map")
             rid = req.get("id")
             if type(rid) is not int:
                 raise BadRequest("a request needs an integer 'id'")
-            await answer(rid, 200, await ops.dispatch(node, req))
+            answer(rid, 200, await ops.dispatch(node, req))
         except NodeError as e:
-            await answer(rid, e.status, e.body())
+            answer(rid, e.status, e.body())
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception:
             log.exception("unexpected error on the channel")
-            await answer(
+            answer(
                 rid, 500, {"error": {"code": "internal", "message": "unexpected error (logged)"}}
             )
         finally:
             slots.release()
 
+    def requests(data: bytes) -> list[Any]:
+        try:
+            got = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+            raise BadRequest(f"not a msgpack frame: {e}") from e
+        if isinstance(got, list):
+            if len(got) > MAX_IN_FLIGHT:
+                raise BadRequest(f"at most {MAX_IN_FLIGHT} requests in one frame")
+            return got
+        return [got]
+
     try:
         async for msg in ws:
             if msg.type == aiohttp.WSMsgType.BINARY:
-                await slots.acquire()
-                t = asyncio.get_running_loop().create_task(serve_one(msg.data))
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
+                try:
+                    reqs = requests(msg.data)
+                except BadRequest as e:
+                    answer(None, e.status, e.body())
+                    continue
+                for req in reqs:
+                    await slots.acquire()
+                    t = loop.create_task(serve_one(req))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
             elif msg.type == aiohttp.WSMsgType.TEXT:
-                await answer(
+                answer(
                     None,
                     400,
                     {"error": {"code": "bad_request", "message": "binary msgpack frames only"}},

@@ -44,6 +44,9 @@ def render(node: Node) -> str:
     out.append("# TYPE coord_proposals_total counter")
     for outcome in ("committed", "rejected", "unknown"):
         out.append(f'coord_proposals_total{{outcome="{outcome}"}} {m[f"proposals_{outcome}"]}')
+    out.append("# HELP coord_batched_writes_total Writes proposed in an entry shared with others.")
+    out.append("# TYPE coord_batched_writes_total counter")
+    out.append(f"coord_batched_writes_total {m['batched_writes']}")
     samples: list[float] = m["fsync_seconds"]  # type: ignore[assignment]
     out.append("# HELP coord_fsync_seconds Write-ahead log fsync latency (recent samples).")
     out.append("# TYPE coord_fsync_seconds histogram")

@@ -49,6 +49,7 @@ from coord.raft import (
 from coord.raft.proposals import Outcome, ProposalTracker
 from coord.storage import Storage
 from coord.store import StateMachine, encode
+from coord.store.batch import Batcher, Packed
 from coord.store.leases import LeaseClock
 from coord.store.mvcc import Event
 from coord.store.snapshot import View
@@ -110,6 +111,9 @@ class Unavailable(NodeError):
     status = 503
 
 
+Waiter = asyncio.Future[dict[str, Any]]
+
+
 @dataclass
 class _ReadBatch:
     waiters: list[asyncio.Future[None]]
@@ -125,7 +129,9 @@ class Node:
         self.members: dict[int, Member] = {m.id: m for m in cfg.members}
         self.core: RaftNode | None = None
         self.transport: Transport | None = None
-        self.tracker: ProposalTracker[asyncio.Future[dict[str, Any]]] = ProposalTracker()
+        self.tracker: ProposalTracker[Packed[Waiter]] = ProposalTracker()
+        # Writes proposed since the Ready loop last ran: one entry at its next turn.
+        self.batcher: Batcher[Waiter] = Batcher()
         self._wake = asyncio.Event()
         self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"disk-{cfg.id}")
         # Snapshots are encoded here, never in the disk thread: fsyncs must not wait on one.
@@ -150,6 +156,7 @@ class Node:
             "proposals_committed": 0,
             "proposals_rejected": 0,
             "proposals_unknown": 0,
+            "batched_writes": 0,
             "fsync_seconds": [],
         }
         self.sm.on_lease = self._lease_applied
@@ -286,6 +293,7 @@ class Node:
             self._wake.clear()
             try:
                 self._start_reads()
+                self._propose_batch()
                 while core.has_ready():
                     rd = core.ready()
                     self._note_role()
@@ -311,6 +319,8 @@ class Node:
                         # Let ticks, peers and clients in between batches of applying
                         # (the core hands out at most max_committed_per_ready at a time).
                         await asyncio.sleep(0)
+                    # What was proposed while we persisted goes into the next Ready.
+                    self._propose_batch()
             except asyncio.CancelledError:
                 raise
             except AssertionError as e:
@@ -385,28 +395,30 @@ class Node:
         if core.role is not Role.LEADER and self.map_ctl.leading:
             self.map_ctl.step_down()
 
-    def _resolve(self, fut: asyncio.Future[dict[str, Any]], outcome: Outcome, result: Any) -> None:
-        key = {
-            Outcome.COMMITTED: "committed",
-            Outcome.REJECTED: "rejected",
-            Outcome.UNKNOWN: "unknown",
-        }
-        self.metrics[f"proposals_{key[outcome]}"] += 1  # type: ignore[operator]
-        if fut.done():
-            return
+    def _resolve(self, packed: Packed[Waiter], outcome: Outcome, result: Any) -> None:
+        key = f"proposals_{outcome.value}"
+        self.metrics[key] += len(packed.tokens)  # type: ignore[operator]
         if outcome is Outcome.COMMITTED:
-            fut.set_result(result or {})
-        elif outcome is Outcome.REJECTED:
-            fut.set_exception(Refused("another leader's entry took this place in the log"))
+            for fut, res in zip(packed.tokens, packed.results(result), strict=True):
+                if not fut.done():
+                    fut.set_result(res or {})
+            return
+        if outcome is Outcome.REJECTED:
+            err: NodeError = Refused("another leader's entry took this place in the log")
         else:
-            fut.set_exception(
-                UnknownOutcome("leadership changed before the write was known to commit")
-            )
+            err = UnknownOutcome("leadership changed before the write was known to commit")
+        for fut in packed.tokens:
+            if not fut.done():
+                fut.set_exception(err)
 
     def _fail_everything(self, err: NodeError) -> None:
+        for fut in self.batcher.drop():  # never proposed: nothing happened
+            if not fut.done():
+                fut.set_exception(err)
         for r in self.tracker.leadership_lost():
-            if not r.token.done():
-                r.token.set_exception(UnknownOutcome(str(err)))
+            for fut in r.token.tokens:
+                if not fut.done():
+                    fut.set_exception(UnknownOutcome(str(err)))
         for batch in self._read_batches.values():
             for f in batch.waiters:
                 if not f.done():
@@ -536,7 +548,7 @@ class Node:
         except RaftError as e:
             raise Refused(str(e)) from e
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.tracker.add(index, core.term, fut)
+        self.tracker.add(index, core.term, Packed(b"", [fut], False))
         self._wake.set()
         return await self._await_outcome(fut)
 
@@ -571,6 +583,14 @@ class Node:
     async def propose(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """Replicate a store command; its result, or NotLeaderError / Refused / UnknownOutcome."""
         core = self._core()
+        fut: Waiter = asyncio.get_running_loop().create_future()
+        if Batcher.batchable(cmd):
+            if core.role is not Role.LEADER:
+                raise self._not_leader()
+            # Proposed at the Ready loop's next turn, with whatever else came meanwhile.
+            self.batcher.add(cmd, fut)
+            self._wake.set()
+            return await self._await_outcome(fut)
         cmd["time_ms"] = int(time.time() * 1000)
         try:
             index = core.propose(encode(cmd))
@@ -578,10 +598,35 @@ class Node:
             raise self._not_leader(e.leader) from e
         except RaftError as e:
             raise Refused(str(e)) from e
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.tracker.add(index, core.term, fut)
+        self.tracker.add(index, core.term, Packed(b"", [fut], False))
         self._wake.set()
         return await self._await_outcome(fut)
+
+    def _propose_batch(self) -> None:
+        """Propose the writes waiting in the batcher; each fails alone if it cannot go."""
+        core = self.core
+        if not len(self.batcher) or core is None:
+            return
+        now = int(time.time() * 1000)
+        # A write whose caller stopped waiting (deadline passed) is not proposed.
+        for packed in self.batcher.take(now, keep=lambda f: not f.done()):
+            try:
+                index = core.propose(packed.data)
+            except NotLeader as e:
+                self._refuse(packed, self._not_leader(e.leader))
+                continue
+            except RaftError as e:
+                self._refuse(packed, Refused(str(e)))
+                continue
+            self.tracker.add(index, core.term, Packed(b"", packed.tokens, packed.batched))
+            if packed.batched:
+                self.metrics["batched_writes"] += len(packed.tokens)  # type: ignore[operator]
+
+    @staticmethod
+    def _refuse(packed: Packed[Waiter], err: NodeError) -> None:
+        for fut in packed.tokens:
+            if not fut.done():
+                fut.set_exception(err)
 
     async def _await_outcome(self, fut: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
         # No timer per request: the ticker sweeps deadlines (see _expire_waits).

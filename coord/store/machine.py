@@ -9,6 +9,9 @@ A command is a msgpack map written into a log entry by the leader:
     {"op": "lease_revoke", "id": id}
     {"op": "compact", "revision": r}
     {"op": "map.<operation>", ...}        the cluster map (coord/clustermap/apply.py)
+    {"op": "batch", "cmds": [cmd, ...]}   several puts, deletes and transactions in one
+                                          entry, applied in order, each under its own
+                                          revision and session: ``{"results": [...]}``
 
 plus an envelope: "time_ms" (the leader's clock when it proposed; used for
 session expiry, so every replica decides alike), and for exactly-once writes
@@ -45,6 +48,11 @@ RESERVED = MAP_PREFIX
 
 COMPARE_TARGETS = {"value", "version", "create_revision", "mod_revision", "lease"}
 COMPARE_OPS = {"==", "=", "!=", "<", ">"}
+
+# What a batch entry may hold: commands whose effect does not depend on the entry's
+# index (a lease grant's id and the map's records may), so that applying a batch is
+# applying its commands one after the other as consecutive entries.
+BATCHABLE = frozenset({"put", "delete", "txn"})
 
 
 class BadCommand(Exception):
@@ -96,11 +104,30 @@ class StateMachine:
             cmd = msgpack.unpackb(data, raw=False)
             if not isinstance(cmd, dict):
                 raise BadCommand("a command is a map")
+            if cmd.get("op") == "batch":
+                return self._batch(index, cmd)
             return self._apply_enveloped(index, cmd)
         except BadCommand as e:
             return error("bad_request", str(e))
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
             return error("bad_request", f"undecodable command: {e}")
+
+    def _batch(self, index: int, batch: dict[str, Any]) -> Result:
+        """Each command as if it had its own entry: own revision, session and result."""
+        cmds = batch.get("cmds")
+        now = batch.get("time_ms", 0)
+        if not isinstance(cmds, list) or not cmds or type(now) is not int:
+            raise BadCommand("a batch is a non-empty list 'cmds' with an integer 'time_ms'")
+        results: list[Result] = []
+        for cmd in cmds:
+            try:
+                if not isinstance(cmd, dict) or cmd.get("op") not in BATCHABLE:
+                    raise BadCommand(f"a batch holds only {', '.join(sorted(BATCHABLE))}")
+                cmd["time_ms"] = now
+                results.append(self._apply_enveloped(index, cmd))
+            except BadCommand as e:
+                results.append(error("bad_request", str(e)))
+        return {"results": results}
 
     def _apply_enveloped(self, index: int, cmd: dict[str, Any]) -> Result:
         now = cmd.get("time_ms", 0)
