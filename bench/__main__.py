@@ -68,8 +68,13 @@ SCALE = "## Scale: a million keys, 100,000 volumes (`python -m bench.scale`)"
 def api_section(seconds: float) -> str:
     intro = [
         "Three nodes each, on loopback, fsync on for both. 256-byte values; N HTTP clients",
-        "writing back to back (etcd through its JSON gateway), and coord's pipelined channel",
-        "with 512 writes in flight on one WebSocket.",
+        "writing back to back (etcd through its JSON gateway), and coord's pipelined channel:",
+        "N writers sharing one WebSocket through coord's own client (`Client.channel()`,",
+        "which sends what its writers asked for in one turn of the loop as one frame).",
+        "On the leader, writes that arrive while it persists share one log entry",
+        "(coord/store/batch.py), for HTTP and channel alike. *Server cores*: CPU seconds",
+        "of the three servers per wall-clock second; *load cores*: the load generator's.",
+        "All on one 2-core machine, so the two compete.",
         "",
     ]
     if shutil.which("etcd"):

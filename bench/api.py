@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import secrets
 import shutil
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import aiohttp
 from bench.procutil import Procs, etcd_command
 
 VALUE = "v" * 256
+CHANNEL_IN_FLIGHT = (512, 2048)
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Result:
     writes: int
     seconds: float
     latencies: list[float]
+    server_cores: float = 0.0  # CPU seconds of the three servers per wall second
+    client_cores: float = 0.0  # the load generator's (this process)
 
     @property
     def rate(self) -> float:
@@ -173,6 +178,25 @@ async def load_channel(url: str, in_flight: int, seconds: float, max_writes: int
 # ---- the run ---------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(procs: Procs, load: Coroutine[Any, Any, Result]) -> Result:
+    """Run one load, noting the CPU it cost the servers and the load generator."""
+    pids = [p.pid for p in procs.procs.values()]
+    before = sum(cpu_seconds(p) for p in pids)
+    mine = time.process_time()
+    started = time.monotonic()
+    r = asyncio.run(load)
+    wall = time.monotonic() - started
+    r.server_cores = (sum(cpu_seconds(p) for p in pids) - before) / wall
+    r.client_cores = (time.process_time() - mine) / wall
+    return r
+
+
 def run(seconds: float = 5.0, max_writes: int = 200_000) -> str:
     """Measure both systems; the Markdown table."""
     base = 30000 + secrets.randbelow(200) * 100
@@ -182,14 +206,15 @@ def run(seconds: float = 5.0, max_writes: int = 200_000) -> str:
         procs, url = start_coord(d, base)
         try:
             for c in (1, 64):
-                results.append(asyncio.run(load_http("coord", url, c, seconds, max_writes)))
-            results.append(asyncio.run(load_channel(url, 512, seconds, max_writes)))
+                results.append(measured(procs, load_http("coord", url, c, seconds, max_writes)))
+            for k in CHANNEL_IN_FLIGHT:
+                results.append(measured(procs, load_channel(url, k, seconds, max_writes)))
         finally:
             procs.stop_all()
         procs, url = start_etcd(d, base)
         try:
             for c in (1, 64):
-                results.append(asyncio.run(load_http("etcd", url, c, seconds, max_writes)))
+                results.append(measured(procs, load_http("etcd", url, c, seconds, max_writes)))
         finally:
             procs.stop_all()
     return render(results)
@@ -210,15 +235,19 @@ def main() -> int:
 def render(results: list[Result]) -> str:
     by = {(r.system, r.clients): r for r in results}
     lines = [
-        "| system | clients | writes/s | p50 ms | p99 ms | vs etcd (writes/s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| system | clients | writes/s | p50 ms | p99 ms | vs etcd (writes/s) "
+        "| server cores | load cores |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         peer = by.get(("etcd", r.clients)) or by.get(("etcd", 64))
         ratio = f"{r.rate / peer.rate:.2f}x" if peer and r.system != "etcd" else ""
         label = f"{r.clients} in flight" if r.system == "coord channel" else str(r.clients)
         p50, p99 = r.pct(0.5), r.pct(0.99)
-        lines.append(f"| {r.system} | {label} | {r.rate:,.0f} | {p50:.1f} | {p99:.1f} | {ratio} |")
+        lines.append(
+            f"| {r.system} | {label} | {r.rate:,.0f} | {p50:.1f} | {p99:.1f} | {ratio} "
+            f"| {r.server_cores:.2f} | {r.client_cores:.2f} |"
+        )
     return "\n".join(lines)
 
 

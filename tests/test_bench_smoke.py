@@ -1,13 +1,15 @@
-"""The consensus, failover and scale benchmarks, each at a tiny size: they run to the end
+"""The API, consensus, failover and scale benchmarks, each at a tiny size: they run to the end
 and produce well-formed results. No timing is asserted: these are not timed tests."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
+from pathlib import Path
 
 import pytest
 
-from bench import consensus, failover, scale
+from bench import api, consensus, failover, scale
 
 
 def test_consensus_coord_and_pysyncobj() -> None:
@@ -50,3 +52,16 @@ def test_scale_tiny() -> None:
     assert r.daemon_ready_s > 0 and r.daemon_rss > 0
     table = scale.render([r])
     assert "| 1,000 | 100 | 100 |" in table
+
+
+def test_api_coord_http_and_channel(tmp_path: Path) -> None:
+    procs, url = api.start_coord(tmp_path, 30000 + secrets.randbelow(200) * 100)
+    try:
+        http = api.measured(procs, api.load_http("coord", url, 4, 1.0, 100))
+        chan = api.measured(procs, api.load_channel(url, 64, 1.0, 500))
+    finally:
+        procs.stop_all()
+    assert http.writes >= 100 and chan.writes >= 500  # writers already running finish theirs
+    assert http.server_cores > 0 and chan.client_cores > 0
+    table = api.render([http, chan])
+    assert "| coord | 4 | " in table and "| coord channel | 64 in flight |" in table

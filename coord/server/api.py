@@ -18,6 +18,7 @@ returns the original result (``"retried": true``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -207,10 +208,11 @@ async def channel(request: web.Request) -> web.WebSocketResponse:
     cfg = request.app[CONFIG]
     ws = web.WebSocketResponse(max_msg_size=cfg.max_body_bytes, heartbeat=30)
     await ws.prepare(request)
-    slots = asyncio.Semaphore(MAX_IN_FLIGHT)  # requests in flight per connection: backpressure
     tasks: set[asyncio.Task[None]] = set()
     outbox: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
+    in_flight = 0  # requests not yet answered on this connection: backpressure
+    room = asyncio.Event()
 
     async def flush() -> None:
         # Everything answered in one turn of the loop leaves in one frame (a list).
@@ -224,7 +226,45 @@ async def channel(request: web.Request) -> web.WebSocketResponse:
             loop.call_soon(lambda: loop.create_task(flush()))
         outbox.append({"id": rid, "status": status, "body": body})
 
-    async def serve_one(req: Any) -> None:
+    def answered() -> None:
+        nonlocal in_flight
+        in_flight -= 1
+        room.set()
+
+    def fail(rid: Any, e: BaseException) -> None:
+        if isinstance(e, NodeError):
+            answer(rid, e.status, e.body())
+            return
+        log.error("unexpected error on the channel", exc_info=e)
+        answer(rid, 500, {"error": {"code": "internal", "message": "unexpected error (logged)"}})
+
+    def write_done(rid: int, fut: asyncio.Future[dict[str, Any]]) -> None:
+        answered()
+        if fut.cancelled():
+            return
+        e = fut.exception()
+        if e is not None:
+            fail(rid, e)
+            return
+        try:
+            answer(rid, 200, ops.raise_for(fut.result()))
+        except NodeError as err:
+            answer(rid, err.status, err.body())
+
+    async def serve_one(rid: int, req: dict[str, Any]) -> None:
+        try:
+            answer(rid, 200, await ops.dispatch(node, req))
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            fail(rid, e)
+        finally:
+            answered()
+
+    def start(req: Any) -> None:
+        """Begin one request: a plain write joins the leader's batch, the rest get a task."""
+        nonlocal in_flight
+        in_flight += 1
         rid: Any = None
         try:
             if not isinstance(req, dict):
@@ -232,18 +272,18 @@ async def channel(request: web.Request) -> web.WebSocketResponse:
             rid = req.get("id")
             if type(rid) is not int:
                 raise BadRequest("a request needs an integer 'id'")
-            answer(rid, 200, await ops.dispatch(node, req))
-        except NodeError as e:
-            answer(rid, e.status, e.body())
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
-        except Exception:
-            log.exception("unexpected error on the channel")
-            answer(
-                rid, 500, {"error": {"code": "internal", "message": "unexpected error (logged)"}}
-            )
-        finally:
-            slots.release()
+            cmd = ops.write_command(cfg, req)
+            if cmd is None:
+                t = loop.create_task(serve_one(rid, req))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                return
+            fut = node.propose_soon(cmd)
+        except Exception as e:
+            answered()
+            fail(rid, e)
+            return
+        fut.add_done_callback(functools.partial(write_done, rid))
 
     def requests(data: bytes) -> list[Any]:
         try:
@@ -265,10 +305,10 @@ async def channel(request: web.Request) -> web.WebSocketResponse:
                     answer(None, e.status, e.body())
                     continue
                 for req in reqs:
-                    await slots.acquire()
-                    t = loop.create_task(serve_one(req))
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
+                    while in_flight >= MAX_IN_FLIGHT:
+                        room.clear()
+                        await room.wait()
+                    start(req)
             elif msg.type == aiohttp.WSMsgType.TEXT:
                 answer(
                     None,

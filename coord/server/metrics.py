@@ -47,6 +47,30 @@ def render(node: Node) -> str:
     out.append("# HELP coord_batched_writes_total Writes proposed in an entry shared with others.")
     out.append("# TYPE coord_batched_writes_total counter")
     out.append(f"coord_batched_writes_total {m['batched_writes']}")
+    tr = node.transport
+    if tr is not None:
+        st_ = tr.stats
+        counters = (
+            ("coord_peer_frames_sent_total", "Frames sent to peers.", st_.frames_sent),
+            (
+                "coord_peer_frames_received_total",
+                "Frames received from peers.",
+                st_.frames_received,
+            ),
+            (
+                "coord_peer_messages_dropped_total",
+                "Messages dropped (queue full, link broken).",
+                st_.messages_dropped,
+            ),
+        )
+        for name, help_, value in counters:
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} counter")
+            out.append(f"{name} {value}")
+        out.append("# HELP coord_peer_rejected_total Inbound peer frames refused, by reason.")
+        out.append("# TYPE coord_peer_rejected_total counter")
+        for reason in sorted(st_.rejected):
+            out.append(f'coord_peer_rejected_total{{reason="{reason}"}} {st_.rejected[reason]}')
     samples: list[float] = m["fsync_seconds"]  # type: ignore[assignment]
     out.append("# HELP coord_fsync_seconds Write-ahead log fsync latency (recent samples).")
     out.append("# TYPE coord_fsync_seconds histogram")

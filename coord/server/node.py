@@ -147,6 +147,7 @@ class Node:
         self._role = Role.FOLLOWER
         self._term = 0
         self._snap_pending: tuple[int, bytes] | None = None
+        self._durable = 0  # the last log index on disk here (set as Readys are persisted)
         self._snap_encoding: tuple[int, asyncio.Future[bytes]] | None = None
         self.stopped = asyncio.Event()
         self.failure: str = ""
@@ -174,6 +175,7 @@ class Node:
             heartbeat_ticks=cfg.heartbeat_ticks,
         )
         self.core = RaftNode(raft_cfg, random.Random(), restored)
+        self._durable = int(self.core.log.last_index())  # all of it was read from disk
         if restored.snapshot is not None:
             self.sm.restore(restored.snapshot.data)
             self._members_from_store()
@@ -302,16 +304,32 @@ class Node:
                     for e in rd.entries:
                         if e.kind is EntryKind.CONFIG:
                             self._note_config(e.data)
+                    # Committed entries this node already holds durably (from earlier
+                    # Readys) are applied while the disk thread writes this one: the
+                    # loop's apply work and the fsync overlap instead of taking turns.
+                    early = (
+                        rd.snapshot is None
+                        and bool(rd.committed)
+                        and rd.committed[-1].index <= self._durable
+                    )
                     if rd.must_sync:
                         started = time.perf_counter()
-                        await loop.run_in_executor(self._disk, self.storage.persist, rd)
+                        wrote = loop.run_in_executor(self._disk, self.storage.persist, rd)
+                        if early:
+                            self._apply(rd)
+                        await wrote
                         self._record_fsync(time.perf_counter() - started)
                     elif rd.hard_state is not None:
                         # Only the commit index moved: a small unsynced write, no thread hop.
                         self.storage.persist(rd)
+                    if rd.entries:
+                        self._durable = int(rd.entries[-1].index)
+                    elif rd.snapshot is not None:
+                        self._durable = int(rd.snapshot.meta.index)  # at least that far
                     for m in rd.persisted_messages:
                         transport.send(m)
-                    self._apply(rd)
+                    if not early or not rd.must_sync:
+                        self._apply(rd)
                     core.advance(rd)
                     self._after_apply()
                     await self._maybe_compact()
@@ -582,15 +600,10 @@ class Node:
 
     async def propose(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """Replicate a store command; its result, or NotLeaderError / Refused / UnknownOutcome."""
+        if Batcher.batchable(cmd):
+            return await self.propose_soon(cmd)
         core = self._core()
         fut: Waiter = asyncio.get_running_loop().create_future()
-        if Batcher.batchable(cmd):
-            if core.role is not Role.LEADER:
-                raise self._not_leader()
-            # Proposed at the Ready loop's next turn, with whatever else came meanwhile.
-            self.batcher.add(cmd, fut)
-            self._wake.set()
-            return await self._await_outcome(fut)
         cmd["time_ms"] = int(time.time() * 1000)
         try:
             index = core.propose(encode(cmd))
@@ -601,6 +614,19 @@ class Node:
         self.tracker.add(index, core.term, Packed(b"", [fut], False))
         self._wake.set()
         return await self._await_outcome(fut)
+
+    def propose_soon(self, cmd: dict[str, Any]) -> Waiter:
+        """A batchable write, proposed at the Ready loop's next turn with whatever else
+        came meanwhile: the future of its result (errors as for ``propose``)."""
+        core = self._core()
+        if core.role is not Role.LEADER:
+            raise self._not_leader()
+        fut: Waiter = asyncio.get_running_loop().create_future()
+        self.batcher.add(cmd, fut)
+        self._wake.set()
+        # No timer per request: the ticker sweeps deadlines (see _expire_waits).
+        self._deadlines.append((time.monotonic() + self.cfg.request_timeout_s, fut))
+        return fut
 
     def _propose_batch(self) -> None:
         """Propose the writes waiting in the batcher; each fails alone if it cannot go."""

@@ -130,8 +130,9 @@ async def read_view(node: Node, consistency: Any) -> Node:
 # ---- keys ----------------------------------------------------------------------------------
 
 
-async def put(node: Node, k: Any, doc: dict[str, Any], sess: dict[str, Any]) -> dict[str, Any]:
-    cfg = node.cfg
+def put_command(
+    cfg: NodeConfig, k: Any, doc: dict[str, Any], sess: dict[str, Any]
+) -> dict[str, Any]:
     cmd: dict[str, Any] = {
         "op": "put",
         "key": key(cfg, k),
@@ -143,7 +144,11 @@ async def put(node: Node, k: Any, doc: dict[str, Any], sess: dict[str, Any]) -> 
     prev = integer(doc, "prev_revision")
     if prev is not None:
         cmd["prev_revision"] = prev
-    return raise_for(await node.propose({**cmd, **sess}))
+    return {**cmd, **sess}
+
+
+async def put(node: Node, k: Any, doc: dict[str, Any], sess: dict[str, Any]) -> dict[str, Any]:
+    return raise_for(await node.propose(put_command(node.cfg, k, doc, sess)))
 
 
 async def get(node: Node, k: Any, consistency: Any) -> dict[str, Any]:
@@ -156,7 +161,11 @@ async def get(node: Node, k: Any, consistency: Any) -> dict[str, Any]:
 
 
 async def delete(node: Node, k: Any, sess: dict[str, Any]) -> dict[str, Any]:
-    return raise_for(await node.propose({"op": "delete", "key": key(node.cfg, k), **sess}))
+    return raise_for(await node.propose(delete_command(node.cfg, k, sess)))
+
+
+def delete_command(cfg: NodeConfig, k: Any, sess: dict[str, Any]) -> dict[str, Any]:
+    return {"op": "delete", "key": key(cfg, k), **sess}
 
 
 async def range_(node: Node, prefix: Any, limit: int, consistency: Any) -> dict[str, Any]:
@@ -215,7 +224,10 @@ def _compare(cfg: NodeConfig, c: Any) -> dict[str, Any]:
 
 
 async def txn(node: Node, doc: dict[str, Any], sess: dict[str, Any]) -> dict[str, Any]:
-    cfg = node.cfg
+    return raise_for(await node.propose(txn_command(node.cfg, doc, sess)))
+
+
+def txn_command(cfg: NodeConfig, doc: dict[str, Any], sess: dict[str, Any]) -> dict[str, Any]:
     parts: dict[str, list[Any]] = {}
     for name in ("compare", "success", "failure"):
         v = doc.get(name, [])
@@ -228,7 +240,7 @@ async def txn(node: Node, doc: dict[str, Any], sess: dict[str, Any]) -> dict[str
         "success": [_txn_op(cfg, o) for o in parts["success"]],
         "failure": [_txn_op(cfg, o) for o in parts["failure"]],
     }
-    return raise_for(await node.propose({**cmd, **sess}))
+    return {**cmd, **sess}
 
 
 # ---- leases --------------------------------------------------------------------------------
@@ -325,6 +337,22 @@ async def sessions_report(
 
 
 # ---- the pipelined channel's dispatch ------------------------------------------------------
+
+
+def write_command(cfg: NodeConfig, msg: dict[str, Any]) -> dict[str, Any] | None:
+    """A channel request that is a plain write, as its store command; None for the rest.
+
+    These go straight into the leader's batch without a task each (the channel's
+    busiest path); every other request takes ``dispatch``.
+    """
+    op = msg.get("op")
+    if op == "put":
+        return put_command(cfg, msg.get("key"), msg, session({}, msg.get("client"), msg.get("seq")))
+    if op == "delete" and "prefix" not in msg:
+        return delete_command(cfg, msg.get("key"), session({}, msg.get("client"), msg.get("seq")))
+    if op == "txn":
+        return txn_command(cfg, msg, session({}, msg.get("client"), msg.get("seq")))
+    return None
 
 
 async def dispatch(node: Node, msg: dict[str, Any]) -> dict[str, Any]:
