@@ -52,11 +52,16 @@ def _secret(args: argparse.Namespace, doc: dict[str, Any]) -> bytes:
             return Path(path).read_bytes().strip()
         except OSError as e:
             raise ConfigError(f"secret file: {e}") from e
+    inline = doc.get("secret")
+    if inline is not None:
+        if not isinstance(inline, str):
+            raise ConfigError("secret in the config must be a string")
+        return inline.encode()
     env = os.environ.get("COORD_SECRET")
     if env:
         return env.encode()
     raise ConfigError(
-        "no cluster secret: use --secret-file, secret_file in the config, or COORD_SECRET"
+        "no cluster secret: use --secret-file, secret_file or secret in the config, or COORD_SECRET"
     )
 
 
@@ -68,10 +73,14 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     members = args.member or doc.get("members") or []
     if not members:
         raise ConfigError("no members: --member ID=PEER_HOST:PORT/API_HOST:PORT (repeat for each)")
+    if type(ident) is not int and not (isinstance(ident, str) and ident.isdigit()):
+        raise ConfigError(f"the node id is a positive integer, not {ident!r}")
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise ConfigError("members is a list of 'ID=PEER_HOST:PORT/API_HOST:PORT' strings")
     tuning = {
         k: v
         for k, v in doc.items()
-        if k not in ("id", "members", "data_dir", "secret_file", "join", "dial")
+        if k not in ("id", "members", "data_dir", "secret_file", "secret", "join", "dial")
     }
     for k in (
         "tick_ms",

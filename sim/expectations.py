@@ -236,6 +236,20 @@ def batched_writes(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     return []
 
 
+@expectation("lost-unsynced")
+def lost_unsynced(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
+    """The crashes really took unsynced records (the run's other checks then show that
+    no acknowledged write went with them); torn tails are counted, as half of such
+    crashes leave one."""
+    w = run.world
+    if w.unsynced_lost == 0:
+        return ["vacuous: no crash found unsynced records to lose"]
+    run.evidence.append(
+        f"lost-unsynced: {w.unsynced_lost} unsynced records lost, {w.torn_tails} torn tails"
+    )
+    return []
+
+
 @expectation("final-voters")
 def final_voters(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     """``final-voters:-gone,+6``: the founders, less bound name ``gone``, plus node 6."""

@@ -115,6 +115,8 @@ class World:
         self.stopped = False
         self.dedup_entries: set[int] = set()  # log indexes of retries answered from sessions
         self.batched_writes = 0  # client writes that shared a log entry with others
+        self.unsynced_lost = 0  # records crashes took from disks before they were synced
+        self.torn_tails = 0  # crashes that left a partly written last record
         self.leader_hooks: list[Callable[[int, int], None]] = []  # called as a node takes office
         self.send_hooks: list[Callable[[int, Message], None]] = []  # a nemesis watching traffic
         self.nodes: dict[int, SimNode] = {}
@@ -374,6 +376,8 @@ class World:
         if not node.alive:
             return
         lost, torn = node.crash()
+        self.unsynced_lost += lost
+        self.torn_tails += torn
         self.checker.forget_node(nid)
         self.note(
             f"crash n{nid} (lost {lost} unsynced records{', torn tail' if torn else ''})",

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from coord.client import Client, PreconditionFailed
+from coord.client import Client, CoordError, PreconditionFailed
 
 from .procs import ROOT, Cluster, free_base
 
@@ -322,6 +322,10 @@ def test_openapi_lists_every_route(cluster: Cluster) -> None:
         text = r.read().decode()
     assert "coord_term" in text and 'coord_proposals_total{outcome="committed"}' in text
     assert "coord_fsync_seconds_bucket" in text
+    count = metric(cluster, leader, "coord_fsync_seconds_count")
+    assert count > 0 and metric(cluster, leader, 'coord_fsync_seconds_bucket{le="+Inf"}') == count
+    members = cluster.get(leader, "/v1/cluster")["members"]
+    assert all(m["address"] == m["peer"] for m in members)
 
 
 async def test_membership_add_learner_promote_and_remove(cluster: Cluster, client: Client) -> None:
@@ -384,6 +388,15 @@ async def test_locks_fence_and_elections_follow_leases(client: Client) -> None:
     await client.revoke(a)  # a's holder dies: its lease goes, and the lock with it
     second = await asyncio.wait_for(waiting, 10)
     assert second["revision"] > first["revision"]  # the fencing token only grows
+    # A waiter that gives up leaves the queue: it never comes to hold the lock unseen.
+    c = await client.grant(30)
+    with pytest.raises(CoordError) as gave_up:
+        await client.lock("db", c, timeout=0.5)
+    assert gave_up.value.status == 408
+    await client.unlock("db", second["key"])
+    d = await client.grant(30)
+    third = await asyncio.wait_for(client.lock("db", d, timeout=5), 10)
+    assert third["key"].endswith(f"{d:016x}")  # not blocked behind c's abandoned key
     e1 = await client.grant(5)
     won = await client.campaign("scheduler", e1, "node-a")
     seen = await client.leader_of("scheduler")

@@ -105,6 +105,29 @@ def test_corruption_in_the_middle_refuses_to_start(tmp_path: Path) -> None:
     assert str(seg) in str(err.value) and f"offset {second}" in str(err.value)
 
 
+@pytest.mark.parametrize("bump", [1, 256, 1 << 20])
+def test_a_damaged_length_in_front_of_good_records_refuses_to_start(
+    tmp_path: Path, bump: int
+) -> None:
+    # A length that runs past the end of the file looks like a torn write, but records
+    # that were acknowledged follow it: cutting there would lose them.
+    s = Storage(tmp_path)
+    s.open()
+    for i in range(1, 6):
+        s.wal.append_entries(ents(i, 1))
+    s.wal.sync()
+    s.close()
+    seg = segments(tmp_path)[-1]
+    raw = bytearray(seg.read_bytes())
+    first = len(codec.HEADER)
+    length = int.from_bytes(raw[first : first + 4], "little")
+    raw[first : first + 4] = (length + bump).to_bytes(4, "little")
+    seg.write_bytes(bytes(raw))
+    with pytest.raises(CorruptStorage) as err:
+        Storage(tmp_path).open()
+    assert err.value.path == seg and err.value.offset == first
+
+
 def test_missing_segment_and_bad_header_refuse(tmp_path: Path) -> None:
     s = Storage(tmp_path, segment_bytes=200)
     s.open()

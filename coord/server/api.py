@@ -18,6 +18,7 @@ returns the original result (``"retried": true``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -430,6 +431,28 @@ async def _wait_first(node: Node, prefix: str, key: str, timeout: float) -> KeyV
             node.watchers.remove(nudge)
 
 
+_leaving: set[asyncio.Task[None]] = set()
+
+
+async def _wait_or_leave(node: Node, prefix: str, key: str, timeout: float) -> KeyValue:
+    """``_wait_first``, and if the wait fails (timeout, client gone), leave the queue.
+
+    A key left behind would come to hold the lock for nobody until its lease ended.
+    """
+    try:
+        return await _wait_first(node, prefix, key, timeout)
+    except BaseException:
+        t = asyncio.get_running_loop().create_task(_leave(node, key))
+        _leaving.add(t)
+        t.add_done_callback(_leaving.discard)
+        raise
+
+
+async def _leave(node: Node, key: str) -> None:
+    with contextlib.suppress(Exception):  # best effort: the lease ends it anyway
+        await node.propose({"op": "delete", "key": key})
+
+
 class _Nudge:
     """A watcher that only notices that something under a prefix changed."""
 
@@ -457,7 +480,7 @@ async def lock_acquire(request: web.Request) -> web.Response:
     timeout = float(raw_timeout)
     prefix = f"{LOCKS}{name}/"
     node, key = await _queue_for(request, prefix, lease, "")
-    mine = await _wait_first(node, prefix, key, timeout)
+    mine = await _wait_or_leave(node, prefix, key, timeout)
     # The fencing token: the create revision of our key. It only ever grows for a
     # given lock, so storage that saw a larger one can refuse the older holder.
     return web.json_response({"key": key, "revision": mine.create_revision, "lease": lease})
@@ -482,7 +505,7 @@ async def election_campaign(request: web.Request) -> web.Response:
     value = string(doc, "value", cfg.max_value_bytes) or ""
     prefix = f"{ELECTIONS}{name}/"
     node, key = await _queue_for(request, prefix, lease, value)
-    mine = await _wait_first(node, prefix, key, 30.0)
+    mine = await _wait_or_leave(node, prefix, key, 30.0)
     return web.json_response({"key": key, "revision": mine.create_revision, "value": mine.value})
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,15 @@ class NodeConfig:
             if m.id == self.id:
                 return m
         raise ConfigError(f"node {self.id} is not among the members")
+
+
+# The settings a config file (or a flag) may tune, and their types.
+TUNABLE: dict[str, type] = {
+    f.name: int if f.type == "int" else float
+    for f in fields(NodeConfig)
+    if f.type in ("int", "float")
+    if f.name != "id"
+}
 
 
 def parse_addr(text: str, what: str) -> tuple[str, int]:
@@ -128,9 +137,16 @@ def build(
     for k, v in tuning.items():
         if v is None:
             continue
-        if not hasattr(cfg, k):
-            raise ConfigError(f"unknown setting {k!r}")
-        setattr(cfg, k, type(getattr(cfg, k))(v))
+        kind = TUNABLE.get(k)
+        if kind is None:
+            known = ", ".join(sorted(TUNABLE))
+            raise ConfigError(f"unknown setting {k!r} (settings: {known})")
+        # TOML and flags give ints and floats; a string or a bool here is a mistake.
+        if type(v) not in (int, float) or (kind is int and type(v) is not int):
+            raise ConfigError(f"{k} must be {'an integer' if kind is int else 'a number'}")
+        if v < 0:
+            raise ConfigError(f"{k} must not be negative")
+        setattr(cfg, k, kind(v))
     cfg.me  # noqa: B018 - raises if this node is not listed
     if not 0 < cfg.heartbeat_ticks < cfg.election_ticks:
         raise ConfigError("need 0 < heartbeat_ticks < election_ticks")

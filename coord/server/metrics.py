@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .node import Node
 
-FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-
 
 def render(node: Node) -> str:
     out: list[str] = []
@@ -71,12 +69,12 @@ def render(node: Node) -> str:
         out.append("# TYPE coord_peer_rejected_total counter")
         for reason in sorted(st_.rejected):
             out.append(f'coord_peer_rejected_total{{reason="{reason}"}} {st_.rejected[reason]}')
-    samples: list[float] = m["fsync_seconds"]  # type: ignore[assignment]
-    out.append("# HELP coord_fsync_seconds Write-ahead log fsync latency (recent samples).")
+    h = node.fsync_hist
+    out.append("# HELP coord_fsync_seconds Time to make a Ready durable (WAL write and fdatasync).")
     out.append("# TYPE coord_fsync_seconds histogram")
-    for b in FSYNC_BUCKETS:
-        out.append(f'coord_fsync_seconds_bucket{{le="{b}"}} {sum(1 for s in samples if s <= b)}')
-    out.append(f'coord_fsync_seconds_bucket{{le="+Inf"}} {len(samples)}')
-    out.append(f"coord_fsync_seconds_sum {sum(samples):.6f}")
-    out.append(f"coord_fsync_seconds_count {len(samples)}")
+    for b, n in zip(h.bounds, h.counts, strict=True):
+        out.append(f'coord_fsync_seconds_bucket{{le="{b}"}} {n}')
+    out.append(f'coord_fsync_seconds_bucket{{le="+Inf"}} {h.total}')
+    out.append(f"coord_fsync_seconds_sum {h.sum:.6f}")
+    out.append(f"coord_fsync_seconds_count {h.total}")
     return "\n".join(out) + "\n"

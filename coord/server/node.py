@@ -114,6 +114,27 @@ class Unavailable(NodeError):
 Waiter = asyncio.Future[dict[str, Any]]
 
 
+class Histogram:
+    """A Prometheus histogram: cumulative bucket counts, sum and count."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)  # observations <= each bound
+        self.total = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.total += 1
+        self.sum += value
+        for i, b in enumerate(self.bounds):
+            if value <= b:
+                self.counts[i] += 1
+
+
+# Seconds: from a fast NVMe fdatasync to a struggling disk.
+FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
 @dataclass
 class _ReadBatch:
     waiters: list[asyncio.Future[None]]
@@ -160,6 +181,7 @@ class Node:
             "batched_writes": 0,
             "fsync_seconds": [],
         }
+        self.fsync_hist = Histogram(FSYNC_BUCKETS)
         self.sm.on_lease = self._lease_applied
         self.sm.on_events = self._events_applied
         self.sm.on_gap = self._watch_gap
@@ -349,6 +371,9 @@ class Node:
                 return
 
     def _record_fsync(self, seconds: float) -> None:
+        # Prometheus counts only ever grow: the histogram is kept whole, apart from
+        # the recent samples (benchmarks read medians from those).
+        self.fsync_hist.observe(seconds)
         samples: list[float] = self.metrics["fsync_seconds"]  # type: ignore[assignment]
         samples.append(seconds)
         if len(samples) > 4096:
@@ -798,6 +823,7 @@ class Node:
                     "id": int(nid),
                     "peer": f"{m.peer[0]}:{m.peer[1]}" if m else None,
                     "api": f"{m.api[0]}:{m.api[1]}" if m else None,
+                    "address": f"{m.peer[0]}:{m.peer[1]}" if m else None,  # = peer
                     "voter": nid in st.conf.voters,
                     "role": "leader"
                     if nid == st.leader

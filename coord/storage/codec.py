@@ -71,7 +71,9 @@ def scan(buf: bytes | memoryview) -> Scan:
         if length > MAX_RECORD:
             return _bad(records, view, pos, f"record length {length} beyond the limit")
         if body_start + length > end:
-            return Scan(records, Ending.TORN, pos, "record cut short")
+            # A crash mid-write, or a damaged length field in front of good records:
+            # only the first may be cut off.
+            return _bad(records, view, pos, f"record cut short ({length} bytes announced)")
         body = view[body_start : body_start + length]
         if zlib.crc32(body) != crc:
             return _bad(records, view, pos, "checksum mismatch")
