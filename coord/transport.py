@@ -12,11 +12,14 @@ connection carries traffic one way. On accept the listener sends a fresh
 
 with the MAC over (nonce, frame counter, body) under the cluster secret: a
 frame from someone without the secret, or replayed from another connection or
-out of order, fails. A frame that fails the MAC, is longer than
-``max_frame``, or does not decode into known messages closes that connection
-and is logged; the node goes on serving and never reads more than
-``max_frame`` bytes for a frame. A connection that has not sent a valid frame
-within ``auth_timeout_s`` is closed, so idle strangers cannot hold the
+out of order, fails. The dialler's first frame is a hello (a batch of no
+messages) of at most ``max_first_frame`` bytes: until a connection has proved
+it holds the secret, a stranger can make us buffer only that much. After it,
+a frame may be up to ``max_frame`` (large: a whole snapshot travels in one
+InstallSnapshot). A frame that fails the MAC, is over its limit, or does not
+decode into known messages closes that connection and is logged; the node
+goes on serving. A connection that has not sent a valid frame within
+``auth_timeout_s`` is closed, so idle strangers cannot hold the
 ``max_inbound`` slots. Nothing is unpickled.
 
 Sending never blocks the caller: messages join a bounded per-peer queue
@@ -84,7 +87,8 @@ class Transport:
         secret: bytes,
         on_message: Callable[[Message], None],
         *,
-        max_frame: int = 64 << 20,
+        max_frame: int = 1 << 30,
+        max_first_frame: int = 64 << 10,
         queue_limit: int = 4096,
         max_batch_bytes: int = 4 << 20,
         max_inbound: int = 64,
@@ -97,6 +101,7 @@ class Transport:
         self.secret = secret
         self.on_message = on_message
         self.max_frame = max_frame
+        self.max_first_frame = max_first_frame
         self.queue_limit = queue_limit
         self.max_batch_bytes = max_batch_bytes
         self.max_inbound = max_inbound
@@ -226,7 +231,10 @@ class Transport:
         nonce: bytes,
         closed: asyncio.Future[bytes],
     ) -> None:
-        counter = 0
+        # The hello: proves we hold the secret before anything large follows.
+        hello = wire.encode_batch(self.id, [])
+        writer.write(LENGTH.pack(len(hello)) + _mac(self.secret, nonce, 0, hello) + hello)
+        counter = 1
         while not self._closing:
             if closed.done():
                 raise ConnectionResetError("the peer closed the link")
@@ -303,8 +311,9 @@ class Transport:
             else:
                 head = await reader.readexactly(LENGTH.size + MAC_SIZE)
             (length,) = LENGTH.unpack_from(head)
-            if length > self.max_frame:
-                self._refuse(peer, "oversize frame", f"{length} bytes > {self.max_frame}")
+            limit = self.max_first_frame if counter == 0 else self.max_frame
+            if length > limit:
+                self._refuse(peer, "oversize frame", f"{length} bytes > {limit}")
                 return
             # A stranger's first frame must arrive whole within the same time: a random
             # length must not let garbage hold the connection open for 30 s.

@@ -207,17 +207,33 @@ async def test_garbage_oversize_and_forged_frames_are_dropped_and_node_serves() 
 
 
 async def test_a_strangers_first_frame_must_arrive_whole_in_time() -> None:
-    # A head announcing a large (allowed) body, then silence: the connection is given
+    # A head announcing a body within the first frame's limit, then silence: the connection is given
     # up after the authentication time, not after the 30 s an authenticated peer gets.
     t1, t2, _, got2 = await pair(auth_timeout_s=0.3)
     try:
         r, w, _ = await raw_connect(t2)
-        w.write(LENGTH.pack(1 << 20) + b"\0" * 32 + b"partial body")
+        w.write(LENGTH.pack(60_000) + b"\0" * 32 + b"partial body")
         await w.drain()
         assert await closed(r)
         assert t2.stats.rejected.get("no frame in time") == 1
         t1.send(hb(1, 2, 9))
         await until(lambda: any(m.commit == 9 for m in got2))  # type: ignore[union-attr]
+    finally:
+        await t1.close()
+        await t2.close()
+
+
+async def test_a_snapshot_larger_than_a_strangers_limit_goes_through_after_the_hello() -> None:
+    # A stranger's first frame may be 64 KiB at most; a peer's first frame is the hello,
+    # so a snapshot of megabytes, the first message on a new link, still arrives whole.
+    t1, t2, _, got2 = await pair(max_first_frame=64 << 10, max_frame=8 << 20)
+    try:
+        data = os.urandom(3 << 20)
+        meta = SnapshotMeta(Index(900), Term(2), ConfState((NodeId(1), NodeId(2)), ()))
+        t1.send(InstallSnapshot(NodeId(1), NodeId(2), Term(2), Snapshot(meta, data)))
+        await until(lambda: len(got2) == 1)
+        assert got2[0].snapshot.data == data  # type: ignore[attr-defined]
+        assert t2.stats.rejected == {}
     finally:
         await t1.close()
         await t2.close()

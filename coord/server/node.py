@@ -131,6 +131,8 @@ class Histogram:
                 self.counts[i] += 1
 
 
+GC_THRESHOLDS = (50_000, 20, 100)
+
 # Seconds: from a fast NVMe fdatasync to a struggling disk.
 FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -189,6 +191,12 @@ class Node:
     # ---- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Every write allocates a few objects that live (a key, a history event), and
+        # CPython's default (700, 10, 10) then runs a young collection every few
+        # hundred writes: a third of the leader's time under load. Collect less often;
+        # reference counting frees nearly all garbage anyway (the consensus benchmark:
+        # +25% at 512 proposals in flight, +45% at 4096).
+        gc.set_threshold(*GC_THRESHOLDS)
         restored = await asyncio.get_running_loop().run_in_executor(self._disk, self._open)
         cfg = self.cfg
         raft_cfg = Config(
