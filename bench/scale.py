@@ -44,6 +44,7 @@ import secrets
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ class ScaleResult:
     daemon_rss: int
     daemon_hwm: int
     map_volumes_seen: int
+    catch_up_s: float  # a new member, from being added to having applied everything
 
 
 def _load(sm: Any, keys: int, volumes: int) -> int:
@@ -134,7 +136,7 @@ def run_scale(keys: int, volumes: int, tail: int = 5000) -> ScaleResult:
     from coord.storage import Storage
     from coord.store import StateMachine, encode
 
-    base = free_port_block([1, 101])
+    base = free_port_block([1, 2, 101, 102])
     peer, api = f"127.0.0.1:{base + 1}", f"127.0.0.1:{base + 101}"
     procs = Procs()
     with tempfile.TemporaryDirectory(prefix="coord-bench-scale-") as tmp:
@@ -232,6 +234,7 @@ def run_scale(keys: int, volumes: int, tail: int = 5000) -> ScaleResult:
                 raise RuntimeError(f"the daemon did not come back within 600 s:\n{log}")
             time.sleep(0.5)
             rss, hwm = rss_bytes(p.pid)
+            catch_up = _catch_up(procs, d, secret, peer, api, base, end)
         finally:
             procs.stop_all()
     return ScaleResult(
@@ -250,7 +253,43 @@ def run_scale(keys: int, volumes: int, tail: int = 5000) -> ScaleResult:
         rss,
         hwm,
         seen,
+        catch_up,
     )
+
+
+def _catch_up(
+    procs: Procs, d: Path, secret: Path, peer: str, api: str, base: int, end: int
+) -> float:
+    """A new member with an empty disk joins as a learner: the seconds until it has
+    applied everything (the whole snapshot crosses the network in one InstallSnapshot)."""
+    peer2, api2 = f"127.0.0.1:{base + 2}", f"127.0.0.1:{base + 102}"
+    cmd = [sys.executable, "-m", "coord", "run", "--id", "2", "--data-dir", str(d / "n2")]
+    cmd += ["--secret-file", str(secret), "--member", f"1={peer}/{api}", "--join"]
+    cmd += ["--member", f"2={peer2}/{api2}", "--log-level", "warning"]
+    procs.start("coord-2", cmd, d / "coord-2.log")
+    started = time.perf_counter()
+    while not http_ok(f"http://{api2}/healthz", timeout=2):
+        if time.perf_counter() - started > 60:
+            raise RuntimeError("the new member did not start within 60 s")
+        time.sleep(0.05)
+    t0 = time.perf_counter()
+    body = json.dumps({"id": 2, "peer": peer2, "api": api2, "voter": False}).encode()
+    req = urllib.request.Request(
+        f"http://{api}/v1/cluster/members",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30):
+        pass
+    deadline = t0 + 600
+    while time.perf_counter() < deadline:
+        got = http_ok(f"http://{api2}/v1/cluster", timeout=5)
+        if got and json.loads(got).get("applied_index", 0) >= end:
+            return time.perf_counter() - t0
+        time.sleep(0.05)
+    log = (d / "coord-2.log").read_text()[-3000:]
+    raise RuntimeError(f"the new member did not catch up within 600 s:\n{log}")
 
 
 def mib(n: int) -> str:
@@ -260,15 +299,16 @@ def mib(n: int) -> str:
 def render(results: list[ScaleResult]) -> str:
     lines = [
         "| keys | volumes | log tail | snapshot | serialise s | write+fsync s | restart: ready s "
-        "| open / restore / replay s | daemon RSS | daemon peak RSS | load s (in-process) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| open / restore / replay s | daemon RSS | daemon peak RSS | new member caught up s "
+        "| load s (in-process) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
             f"| {r.keys:,} | {r.volumes:,} | {r.tail:,} | {mib(r.snap_bytes)} "
             f"| {r.snap_serialize_s:.2f} | {r.snap_write_s:.2f} | {r.daemon_ready_s:.2f} "
             f"| {r.open_s:.2f} / {r.restore_s:.2f} / {r.replay_s:.2f} "
-            f"| {mib(r.daemon_rss)} | {mib(r.daemon_hwm)} | {r.load_s:.0f} |"
+            f"| {mib(r.daemon_rss)} | {mib(r.daemon_hwm)} | {r.catch_up_s:.1f} | {r.load_s:.0f} |"
         )
     return "\n".join(lines)
 

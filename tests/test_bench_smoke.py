@@ -50,6 +50,7 @@ def test_scale_tiny() -> None:
     assert r.snap_bytes > 0
     assert r.map_volumes_seen == 100
     assert r.daemon_ready_s > 0 and r.daemon_rss > 0
+    assert r.catch_up_s > 0  # a new member caught up through an InstallSnapshot
     table = scale.render([r])
     assert "| 1,000 | 100 | 100 |" in table
 
