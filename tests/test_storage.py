@@ -87,15 +87,20 @@ def test_torn_tail_with_bad_checksum_is_cut(tmp_path: Path) -> None:
     assert "checksum" in s2.torn_cut
 
 
-def test_corruption_in_the_middle_refuses_to_start(tmp_path: Path) -> None:
-    s = Storage(tmp_path)
+def five_synced_records(path: Path) -> tuple[Path, bytearray]:
+    """A WAL of five synced records: its last segment and that segment's bytes."""
+    s = Storage(path)
     s.open()
     for i in range(1, 6):
         s.wal.append_entries(ents(i, 1))
     s.wal.sync()
     s.close()
-    seg = segments(tmp_path)[-1]
-    raw = bytearray(seg.read_bytes())
+    seg = segments(path)[-1]
+    return seg, bytearray(seg.read_bytes())
+
+
+def test_corruption_in_the_middle_refuses_to_start(tmp_path: Path) -> None:
+    seg, raw = five_synced_records(tmp_path)
     second = len(codec.HEADER) + len(codec.encode(["E", [[1, 1, 0, b"e1t1"]]]))
     raw[second + 12] ^= 0x01  # inside the second record, valid records follow
     seg.write_bytes(bytes(raw))
@@ -111,14 +116,7 @@ def test_a_damaged_length_in_front_of_good_records_refuses_to_start(
 ) -> None:
     # A length that runs past the end of the file looks like a torn write, but records
     # that were acknowledged follow it: cutting there would lose them.
-    s = Storage(tmp_path)
-    s.open()
-    for i in range(1, 6):
-        s.wal.append_entries(ents(i, 1))
-    s.wal.sync()
-    s.close()
-    seg = segments(tmp_path)[-1]
-    raw = bytearray(seg.read_bytes())
+    seg, raw = five_synced_records(tmp_path)
     first = len(codec.HEADER)
     length = int.from_bytes(raw[first : first + 4], "little")
     raw[first : first + 4] = (length + bump).to_bytes(4, "little")
