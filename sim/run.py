@@ -98,7 +98,7 @@ def run_scenario(
     if check_linearizability:
         lin = check_history(world.history.ops)
         for kv in lin.failures():
-            world.report("linearizability", (), f"key {kv.key}: {kv.detail}")
+            world.report_at("linearizability", kv.at_us, kv.nodes, f"key {kv.key}: {kv.detail}")
         undecided = [kv.key for kv in lin.keys if kv.linearizable is None]
         if undecided:
             notes.append(f"linearizability inconclusive (search budget) for keys {undecided}")

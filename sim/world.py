@@ -81,6 +81,12 @@ class TimelineEvent:
     term: int = 0
 
 
+def _timeline_text(e: TimelineEvent) -> str:
+    if e.kind == "role" and e.role is not None:
+        return f"n{e.node} {e.role.value} t{e.term}"
+    return e.text or f"n{e.node} {e.kind}"
+
+
 class World:
     def __init__(self, seed: int, params: SimParams, *, keep_trace: bool = False) -> None:
         self.seed = seed
@@ -308,6 +314,19 @@ class World:
     def report(self, kind: str, nodes: tuple[int, ...], detail: str) -> None:
         self._report(kind, nodes, detail)
 
+    def report_at(self, kind: str, time_us: int, nodes: tuple[int, ...], detail: str) -> None:
+        """A violation found after the run, that happened at ``time_us``: stamped with
+        that time, and with what the timeline shows just before it (the run's last
+        events would say nothing about it)."""
+        if not time_us:
+            self._report(kind, nodes, detail)
+            return
+        before = [e for e in self.timeline if e.time_us <= time_us][-12:]
+        context = tuple(f"{e.time_us} {_timeline_text(e)}" for e in before)
+        v = Violation(kind, time_us, nodes, detail, context)
+        self.violations.append(v)
+        self.trace(f"VIOLATION {v.render()}")
+
     def role_changed(self, nid: int, role: Role, term: int) -> None:
         if self._roles.get(nid) == (role, term):
             return
@@ -450,13 +469,16 @@ class World:
     def finish_checks(self) -> None:
         """After the run: acknowledged writes must all be applied where they were acked."""
         self.history.close()
-        acked = [
-            (op.id, op.log_pos[0], op.log_pos[1])
+        acked_ops = {
+            op.id: op
             for op in self.history.ops
             if op.outcome is Outcome.OK and op.log_pos is not None
-        ]
-        for text in self.checker.lost_writes(acked):  # type: ignore[arg-type]
-            self._report("lost-write", (), text)
+        }
+        acked = [(op.id, op.log_pos[0], op.log_pos[1]) for op in acked_ops.values()]  # type: ignore[index]
+        for op_id, text in self.checker.lost_writes(acked):  # type: ignore[arg-type]
+            op = acked_ops[op_id]
+            # Stamped when it was acknowledged, by the node that acknowledged it.
+            self.report_at("lost-write", op.complete_us or 0, tuple(op.nodes[-1:]), text)
         if self.fleet is not None:
             self.fleet.finish()
         for cid in sorted(self.services):

@@ -300,3 +300,17 @@ def test_a_stale_read_is_caught(seed: int, pick: int) -> None:
     res = check_history(ops)
     assert res.linearizable is False, res.keys[0].detail
     assert "cannot place" in res.keys[0].detail
+
+
+def test_a_failure_names_when_and_which_nodes() -> None:
+    # The report must point at the ops, not at the end of the run.
+    w = op(0, W, 1, 0, 10, OK)
+    w.nodes = [2]
+    r = op(1, R, None, 20, 30, OK, None)  # a stale read, answered by node 4
+    r.nodes = [1, 4]  # sent to 1 first, answered after a retry at 4
+    (bad,) = check_history([w, r]).failures()
+    assert bad.at_us == 30 and bad.nodes == (4,)
+    ghost = op(2, R, None, 40, 50, OK, 7)  # a value nobody wrote
+    ghost.nodes = [3]
+    (bad,) = check_history([w, ghost]).failures()
+    assert bad.at_us == 50 and bad.nodes == (3,)

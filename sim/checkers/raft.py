@@ -148,17 +148,20 @@ class RaftChecker:
                 )
         self._commit_seen[nid] = max(self._commit_seen.get(nid, 0), log.committed)
 
-    def lost_writes(self, positions: list[tuple[int, Index, int]]) -> list[str]:
-        """Acknowledged writes (op id, index, term) whose entry is not what got applied."""
+    def lost_writes(self, positions: list[tuple[int, Index, int]]) -> list[tuple[int, str]]:
+        """Acknowledged writes (op id, index, term) whose entry is not what got applied:
+        (op id, what is wrong)."""
         out = []
         for op_id, index, term in positions:
             seen = self.applied.get(index)
             if seen is None:
-                out.append(f"op{op_id} acknowledged at {index}/{term} but never applied anywhere")
+                text = f"op{op_id} acknowledged at {index}/{term} but never applied anywhere"
+                out.append((op_id, text))
             elif seen[0] != term:
-                out.append(
+                text = (
                     f"op{op_id} acknowledged at {index}/{term}, but {index}/{seen[0]} was applied"
                 )
+                out.append((op_id, text))
         return out
 
     def leader_of(self, term: int) -> NodeId | None:

@@ -58,6 +58,8 @@ class KeyVerdict:
     ops: int
     explored: int
     detail: str = ""
+    at_us: int = 0  # when the history stopped fitting: the last end among the ops named
+    nodes: tuple[int, ...] = ()  # the nodes that answered those ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +215,9 @@ def check_key(key: str, ops: list[Op], budget: int = 200_000) -> KeyVerdict:
     report. The memo (ops placed, value, pool spent) bounds the work by what
     overlaps, not by the length of the history.
     """
-    impossible = _impossible_read(ops)
+    impossible, culprit = _impossible_read(ops)
     if impossible:
-        return KeyVerdict(key, False, len(ops), 0, impossible)
+        return KeyVerdict(key, False, len(ops), 0, impossible, *_where([culprit]))
     searched, pool = relevant(ops)
     configs: set[Config] = {(None, frozenset())}
     explored = 0
@@ -225,7 +227,7 @@ def check_key(key: str, ops: list[Op], budget: int = 200_000) -> KeyVerdict:
         if why == "budget":
             return KeyVerdict(key, None, len(searched), explored, "search budget exhausted")
         if not configs:
-            return KeyVerdict(key, False, len(searched), explored, why)
+            return KeyVerdict(key, False, len(searched), explored, why, *_where(seg))
     return KeyVerdict(key, True, len(searched), explored)
 
 
@@ -327,8 +329,15 @@ def _spare(pool: list[Op], spent: frozenset[int], state: Any, horizon: float) ->
     return -1
 
 
-def _impossible_read(ops: list[Op]) -> str:
-    """A read no search can explain: a value nobody wrote, or written only later."""
+def _where(ops: list[Op]) -> tuple[int, tuple[int, ...]]:
+    """For a report: the latest end among ``ops``, and the nodes that answered them."""
+    at = max((o.complete_us or o.invoke_us for o in ops), default=0)
+    return at, tuple(sorted({o.nodes[-1] for o in ops if o.nodes}))
+
+
+def _impossible_read(ops: list[Op]) -> tuple[str, Op]:
+    """A read no search can explain (a value nobody wrote, or written only later),
+    and that read; ("", any op) if there is none."""
     first_write: dict[Any, int] = {}
     for op in ops:
         if op.kind is not OpKind.READ and op.outcome is not Outcome.FAIL:
@@ -339,10 +348,10 @@ def _impossible_read(ops: list[Op]) -> str:
             continue
         v = _hashable(op.result)
         if v not in first_write:
-            return f"{op.render()} read a value no (non-failed) operation wrote"
+            return f"{op.render()} read a value no (non-failed) operation wrote", op
         if op.complete_us is not None and first_write[v] > op.complete_us:
-            return f"{op.render()} read a value first written after it returned"
-    return ""
+            return f"{op.render()} read a value first written after it returned", op
+    return "", ops[0]
 
 
 def _explain_segment(seg: list[Op], starts: set[Config], best: tuple[int, Chain, Any]) -> str:
