@@ -282,6 +282,10 @@ class Client:
         doc: dict[str, Any] = await self._call("POST", "/v1/txn", body, write=True)
         return doc
 
+    async def compact(self, revision: int) -> dict[str, Any]:
+        """Discard the store's history up to ``revision`` (not the keys: their changes)."""
+        return await self._doc("POST", "/v1/compact", {"revision": revision}, True)
+
     # ---- watches ---------------------------------------------------------------------------
 
     async def watch(

@@ -229,6 +229,39 @@ async def test_watch_delivers_every_event_once_in_order_across_a_leader_change(
     assert got == revs, f"watch saw {got}, writes were {revs}"
 
 
+async def test_a_watch_from_compacted_history_gets_410_and_the_client_relists(
+    cluster: Cluster, client: Client
+) -> None:
+    leader = cluster.wait_ready()
+    revs = [await client.put(f"c/{i}", str(i)) for i in range(5)]
+    assert (await client.compact(revs[2]))["compact_revision"] == revs[2]
+    status, body = raw(cluster, leader, "GET", f"/v1/watch?prefix=c/&start_revision={revs[0]}")
+    assert status == 410 and body["error"]["code"] == "compacted"
+    assert body["error"]["compact_revision"] == revs[2]
+    with pytest.raises(CoordError, match="compacted"):
+        async for _ in client.watch("c/", revs[0], relist=False):
+            pass
+    # With relist (the default) the client lists what is there, then follows changes.
+    seen: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        async for ev in client.watch("c/", revs[0], progress_ms=300):
+            seen.append(ev)
+            if ev.get("key") == "c/after":
+                return
+
+    task = asyncio.get_running_loop().create_task(follow())
+    await asyncio.sleep(0.3)
+    after = await client.put("c/after", "x")
+    await asyncio.wait_for(task, 10)
+    relist = seen[0]
+    assert relist["type"] == "relist" and relist["revision"] >= revs[-1]
+    assert sorted(kv["key"] for kv in relist["items"]) == [f"c/{i}" for i in range(5)]
+    assert [ev["revision"] for ev in seen if ev.get("type") == "put"] == [after]
+    status, _ = raw(cluster, leader, "POST", "/v1/compact", b'{"revision": "x"}')
+    assert status == 400
+
+
 async def test_lease_expiry_deletes_keys_and_keepalive_keeps_them(client: Client) -> None:
     short = await client.grant(1)
     await client.put("eph/short", "x", lease=short)

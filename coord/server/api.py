@@ -188,6 +188,14 @@ async def txn(request: web.Request) -> web.Response:
     return web.json_response(await ops.txn(request.app[NODE], doc, _session(request)))
 
 
+async def compact(request: web.Request) -> web.Response:
+    """Drop the history up to a revision: watches from before it get 410 and re-list."""
+    doc = await _body(request)
+    rev = integer(doc, "revision", required=True, minimum=1)
+    cmd = {"op": "compact", "revision": rev}
+    return web.json_response(raise_for(await request.app[NODE].propose(cmd)))
+
+
 # ---- the pipelined channel ------------------------------------------------------------------
 
 MAX_IN_FLIGHT = 4096  # per connection, and per frame
@@ -649,6 +657,7 @@ def make_app(node: Node) -> web.Application:
     r.add_get("/v1/kv", kv_range)
     r.add_delete("/v1/kv", kv_delete_prefix)
     r.add_post("/v1/txn", txn)
+    r.add_post("/v1/compact", compact)
     r.add_get("/v1/watch", watch_stream)
     r.add_get("/v1/channel", channel)
     r.add_post("/v1/leases", lease_grant)

@@ -376,6 +376,16 @@ DOCUMENT: dict[str, Any] = {
                 **SESSION,
             )
         },
+        "/v1/compact": {
+            "post": op(
+                "Discard the history up to a revision (watches from before it get 410).",
+                {
+                    "type": "object",
+                    "required": ["revision"],
+                    "properties": {"revision": {"type": "integer", "minimum": 1}},
+                },
+            )
+        },
         "/v1/channel": {
             "get": op(
                 "Pipelined channel: a WebSocket of msgpack requests and answers (see README)."
