@@ -208,21 +208,25 @@ async def test_watch_delivers_every_event_once_in_order_across_a_leader_change(
 ) -> None:
     start = await client.put("w/start", "0")
     seen: list[dict[str, Any]] = []
+    leader = cluster.wait_ready()
+    # The watch is served by the leader, the node that will be killed under it.
+    order = [cluster.apis[leader], *(a for i, a in sorted(cluster.apis.items()) if i != leader)]
 
-    async def consume() -> None:
-        async for ev in client.watch("w/", start_revision=start, progress_ms=300):
+    async def consume(watcher: Client) -> None:
+        async for ev in watcher.watch("w/", start_revision=start, progress_ms=300):
             if ev.get("type") in ("put", "delete"):
                 seen.append(ev)
                 if ev["key"] == "w/stop":
                     return
 
-    async with Client(cluster.endpoints()) as writer:
-        task = asyncio.get_running_loop().create_task(consume())
+    async with Client(cluster.endpoints()) as writer, Client(order) as watcher:
+        task = asyncio.get_running_loop().create_task(consume(watcher))
         revs = [start]
         for i in range(20):
             revs.append(await writer.put(f"w/{i}", str(i)))
             if i == 8:
-                cluster.kill9(cluster.wait_ready())
+                assert watcher.endpoints[watcher._current].endswith(cluster.apis[leader])
+                cluster.kill9(leader)
         revs.append(await writer.put("w/stop", "!"))
         await asyncio.wait_for(task, 30)
     got = [ev["revision"] for ev in seen]
@@ -309,6 +313,7 @@ async def test_garbage_on_the_peer_port_leaves_the_node_serving(
             os.urandom(4096),
             b"\xff\xff\xff\xff" + b"\0" * 64,
             b"GET / HTTP/1.1\r\n\r\n",
+            (100).to_bytes(4, "big") + b"\0" * 32 + b"x" * 100,  # well framed, bad MAC
         ):
             with socket.create_connection((host, port), timeout=2) as s:
                 s.recv(16)  # the nonce
