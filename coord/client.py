@@ -708,6 +708,9 @@ def _consistency(serializable: bool, sep: str) -> str:
     return f"{sep}consistency=serializable" if serializable else ""
 
 
+FRAME_BYTES = 1 << 20  # what the channel packs into one frame, at most (but one request)
+
+
 class Channel:
     """Many requests in flight over one WebSocket (``Client.channel()``).
 
@@ -773,14 +776,30 @@ class Channel:
         import msgpack
 
         batch, self._outbox = self._outbox, []
-        for i in range(0, len(batch), 1024):  # the server takes at most 4096 per frame
-            data = msgpack.packb(batch[i : i + 1024], use_bin_type=True)
-            # Tasks run in the order made, and each writes its frame before it first
-            # waits: frames leave in order. A failed send closes the channel, and the
-            # reader then ends every request still waiting.
-            t = self._loop.create_task(self._send(data))
-            self._sending.add(t)
-            t.add_done_callback(self._sending.discard)
+        packer = msgpack.Packer(use_bin_type=True)
+        frame: list[bytes] = []
+        size = 0
+        for req in batch:
+            one = packer.pack(req)
+            # A frame holds at most 1,024 requests and 1 MiB (the server refuses a
+            # WebSocket message over its body limit, 2 MiB by default): a request
+            # bigger than that travels alone.
+            if frame and (len(frame) >= 1024 or size + len(one) > FRAME_BYTES):
+                self._send_frame(packer, frame)
+                frame, size = [], 0
+            frame.append(one)
+            size += len(one)
+        if frame:
+            self._send_frame(packer, frame)
+
+    def _send_frame(self, packer: Any, items: list[bytes]) -> None:
+        data = packer.pack_array_header(len(items)) + b"".join(items)
+        # Tasks run in the order made, and each writes its frame before it first
+        # waits: frames leave in order. A failed send closes the channel, and the
+        # reader then ends every request still waiting.
+        t = self._loop.create_task(self._send(data))
+        self._sending.add(t)
+        t.add_done_callback(self._sending.discard)
 
     async def _send(self, data: bytes) -> None:
         try:

@@ -316,11 +316,12 @@ class Transport:
                 self._refuse(peer, "oversize frame", f"{length} bytes > {limit}")
                 return
             # A stranger's first frame must arrive whole within the same time: a random
-            # length must not let garbage hold the connection open for 30 s.
+            # length must not let garbage hold the connection open for 30 s. A peer's
+            # frame gets 30 s plus time for its size at a slow 8 MiB/s (a snapshot of
+            # hundreds of MiB travels in one).
+            wait = self.auth_timeout_s if counter == 0 else 30.0 + length / (8 << 20)
             try:
-                body = await asyncio.wait_for(
-                    reader.readexactly(length), self.auth_timeout_s if counter == 0 else 30.0
-                )
+                body = await asyncio.wait_for(reader.readexactly(length), wait)
             except TimeoutError:
                 self._refuse(peer, "no frame in time", f"a {length}-byte frame did not arrive")
                 return

@@ -435,6 +435,19 @@ async def test_locks_fence_and_elections_follow_leases(client: Client) -> None:
     d = await client.grant(30)
     third = await asyncio.wait_for(client.lock("db", d, timeout=5), 10)
     assert third["key"].endswith(f"{d:016x}")  # not blocked behind c's abandoned key
+    # A retry waits on the same key as the attempt it retries (same lease): the first
+    # attempt giving up must not take the key away from the retry.
+    e = await client.grant(30)
+    loop = asyncio.get_running_loop()
+    first_try = loop.create_task(client.lock("db", e, timeout=1))
+    await asyncio.sleep(0.3)
+    retry = loop.create_task(client.lock("db", e, timeout=10))
+    with pytest.raises(CoordError):
+        await first_try
+    await asyncio.sleep(0.5)  # a leave, had it been sent, would have committed by now
+    await client.unlock("db", third["key"])
+    fourth = await asyncio.wait_for(retry, 10)
+    assert fourth["key"].endswith(f"{e:016x}") and fourth["revision"] > third["revision"]
     e1 = await client.grant(5)
     won = await client.campaign("scheduler", e1, "node-a")
     seen = await client.leader_of("scheduler")
@@ -445,6 +458,10 @@ async def test_locks_fence_and_elections_follow_leases(client: Client) -> None:
 
 async def test_pipelined_channel_many_in_flight(cluster: Cluster, client: Client) -> None:
     async with client.channel() as ch:
+        # Asked in one turn of the loop, large values still go: more than the server
+        # takes in one frame (2 MiB), so the client splits them.
+        big = await asyncio.gather(*(ch.put(f"big/{i}", "x" * 800_000) for i in range(3)))
+        assert len(set(big)) == 3
         revs = await asyncio.gather(*(ch.put(f"p/{i}", str(i)) for i in range(500)))
         assert len(set(revs)) == 500  # each write its own revision
         got = await asyncio.gather(*(ch.get(f"p/{i}") for i in range(0, 500, 50)))

@@ -71,6 +71,26 @@ def test_torn_tail_is_cut_and_reported(tmp_path: Path) -> None:
     assert [e.index for e in Storage(tmp_path).open().entries] == [1, 2, 3]
 
 
+def test_a_torn_record_holding_record_like_bytes_is_still_a_torn_tail(tmp_path: Path) -> None:
+    # A client's value may contain what looks like a whole WAL record; the crash cut
+    # the record that carries it. That must not read as "intact data after damage".
+    s = Storage(tmp_path)
+    s.open()
+    s.wal.append_entries(ents(1, 1, 1))
+    s.wal.sync()
+    s.close()
+    seg = segments(tmp_path)[-1]
+    good = seg.stat().st_size
+    inner = codec.encode(["E", [[9, 9, 0, b"a record inside a value"]]])
+    whole = codec.encode(["E", [[3, 1, 0, b"before" + inner + b"suffix" * 40]]])
+    cut = whole.index(inner) + len(inner) + 30  # after the look-alike, before the end
+    with open(seg, "ab") as f:
+        f.write(whole[:cut])
+    got = Storage(tmp_path).open()
+    assert [e.index for e in got.entries] == [1, 2]
+    assert seg.stat().st_size == good
+
+
 def test_torn_tail_with_bad_checksum_is_cut(tmp_path: Path) -> None:
     s = Storage(tmp_path)
     s.open()

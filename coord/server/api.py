@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -63,6 +64,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
 
 FORWARDED = "X-Coord-Forwarded"
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+QUEUES = web.AppKey("queues", dict)  # lock/election queue key -> _Queued
 
 
 @web.middleware
@@ -442,18 +444,40 @@ async def _wait_first(node: Node, prefix: str, key: str, timeout: float) -> KeyV
 _leaving: set[asyncio.Task[None]] = set()
 
 
-async def _wait_or_leave(node: Node, prefix: str, key: str, timeout: float) -> KeyValue:
+@dataclass
+class _Queued:
+    """The requests on this node waiting on one queue key (a retry with the same lease
+    waits on the same key as the request it retries)."""
+
+    waiting: int = 0
+    granted: bool = False
+
+
+async def _wait_or_leave(request: web.Request, prefix: str, key: str, timeout: float) -> KeyValue:
     """``_wait_first``, and if the wait fails (timeout, client gone), leave the queue.
 
     A key left behind would come to hold the lock for nobody until its lease ended.
+    But not while another request still waits on the key, nor once one was granted
+    it: a client's retry takes over its first attempt's place in the queue.
     """
+    node = request.app[NODE]
+    queues = request.app[QUEUES]
+    q = queues.setdefault(key, _Queued())
+    q.waiting += 1
     try:
-        return await _wait_first(node, prefix, key, timeout)
+        mine = await _wait_first(node, prefix, key, timeout)
+        q.granted = True
+        return mine
     except BaseException:
-        t = asyncio.get_running_loop().create_task(_leave(node, key))
-        _leaving.add(t)
-        t.add_done_callback(_leaving.discard)
+        if q.waiting == 1 and not q.granted:
+            t = asyncio.get_running_loop().create_task(_leave(node, key))
+            _leaving.add(t)
+            t.add_done_callback(_leaving.discard)
         raise
+    finally:
+        q.waiting -= 1
+        if not q.waiting:
+            del queues[key]
 
 
 async def _leave(node: Node, key: str) -> None:
@@ -487,8 +511,8 @@ async def lock_acquire(request: web.Request) -> web.Response:
         raise BadRequest("'timeout' is a number of seconds, up to 3600")
     timeout = float(raw_timeout)
     prefix = f"{LOCKS}{name}/"
-    node, key = await _queue_for(request, prefix, lease, "")
-    mine = await _wait_or_leave(node, prefix, key, timeout)
+    _, key = await _queue_for(request, prefix, lease, "")
+    mine = await _wait_or_leave(request, prefix, key, timeout)
     # The fencing token: the create revision of our key. It only ever grows for a
     # given lock, so storage that saw a larger one can refuse the older holder.
     return web.json_response({"key": key, "revision": mine.create_revision, "lease": lease})
@@ -512,8 +536,8 @@ async def election_campaign(request: web.Request) -> web.Response:
     assert lease is not None
     value = string(doc, "value", cfg.max_value_bytes) or ""
     prefix = f"{ELECTIONS}{name}/"
-    node, key = await _queue_for(request, prefix, lease, value)
-    mine = await _wait_or_leave(node, prefix, key, 30.0)
+    _, key = await _queue_for(request, prefix, lease, value)
+    mine = await _wait_or_leave(request, prefix, key, 30.0)
     return web.json_response({"key": key, "revision": mine.create_revision, "value": mine.value})
 
 
@@ -643,6 +667,7 @@ def make_app(node: Node) -> web.Application:
     app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[errors])
     app[NODE] = node
     app[CONFIG] = cfg
+    app[QUEUES] = {}
 
     async def http_client(app: web.Application) -> Any:
         async with relay_session() as session:

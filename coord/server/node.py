@@ -277,6 +277,8 @@ class Node:
         self.stopped.set()
         for t in self._tasks:
             t.cancel()
+        # Nobody will answer these now (the ticker that sweeps deadlines is gone too).
+        self._fail_everything(Unavailable(f"node stopped: {why}"))
 
     # ---- inputs -----------------------------------------------------------------------
 
@@ -341,14 +343,14 @@ class Node:
                         rd.snapshot is None
                         and bool(rd.committed)
                         and rd.committed[-1].index <= self._durable
+                        # entries this Ready rewrites (a conflict) are not on disk yet
+                        and (not rd.entries or rd.committed[-1].index < rd.entries[0].index)
                     )
                     if rd.must_sync:
-                        started = time.perf_counter()
-                        wrote = loop.run_in_executor(self._disk, self.storage.persist, rd)
+                        wrote = loop.run_in_executor(self._disk, self._persist_timed, rd)
                         if early:
                             self._apply(rd)
-                        await wrote
-                        self._record_fsync(time.perf_counter() - started)
+                        self._record_fsync(await wrote)
                     elif rd.hard_state is not None:
                         # Only the commit index moved: a small unsynced write, no thread hop.
                         self.storage.persist(rd)
@@ -377,6 +379,12 @@ class Node:
             except OSError as e:
                 self._crash(f"storage failed: {e}")
                 return
+
+    def _persist_timed(self, rd: Ready) -> float:
+        """In the disk thread: make ``rd`` durable; how long it took."""
+        started = time.perf_counter()
+        self.storage.persist(rd)
+        return time.perf_counter() - started
 
     def _record_fsync(self, seconds: float) -> None:
         # Prometheus counts only ever grow: the histogram is kept whole, apart from

@@ -94,16 +94,41 @@ def _bad(records: list[tuple[int, Any]], view: memoryview, pos: int, why: str) -
 
 
 def _valid_record_after(view: memoryview, start: int) -> bool:
-    """Is there a well-formed record (frame + matching checksum) anywhere past ``start``?
+    """Do intact records (frame + matching checksum) run from somewhere past ``start``
+    to the end of the file (the last of them may be cut short)?
 
-    A torn write leaves garbage only at the very end; finding an intact record
-    further on means the damage is in the middle: acknowledged data may follow.
+    A torn write leaves garbage only at the very end; intact records further on mean
+    the damage is in the middle: acknowledged data may follow. They must run to the
+    end: a partial record's body can itself hold bytes that look like a record (a
+    value a client wrote), and that alone must not turn a torn tail into a refusal.
     """
     end = len(view)
     for pos in range(start, end - FRAME.size + 1):
-        length, crc = FRAME.unpack_from(view, pos)
-        if 0 < length <= MAX_RECORD and pos + FRAME.size + length <= end:
-            body = view[pos + FRAME.size : pos + FRAME.size + length]
-            if zlib.crc32(body) == crc:
-                return True
+        if _record_at(view, pos) and _records_to_end(view, pos):
+            return True
     return False
+
+
+def _record_at(view: memoryview, pos: int) -> int:
+    """The size of an intact record at ``pos``, or 0."""
+    length: int
+    crc: int
+    length, crc = FRAME.unpack_from(view, pos)
+    whole = 0 < length <= MAX_RECORD and pos + FRAME.size + length <= len(view)
+    if whole and zlib.crc32(view[pos + FRAME.size : pos + FRAME.size + length]) == crc:
+        return FRAME.size + length
+    return 0
+
+
+def _records_to_end(view: memoryview, pos: int) -> bool:
+    end = len(view)
+    while pos < end:
+        size = _record_at(view, pos)
+        if not size:
+            # Only a record cut short by the end of the file may follow.
+            if end - pos < FRAME.size:
+                return True
+            length: int = FRAME.unpack_from(view, pos)[0]
+            return 0 < length <= MAX_RECORD and pos + FRAME.size + length > end
+        pos += size
+    return True
