@@ -250,6 +250,26 @@ def lost_unsynced(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     return []
 
 
+@expectation("prevoted-in-vain")
+def prevoted_in_vain(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
+    """``prevoted-in-vain:4,5``: after ``settled``, each named node lost touch with the
+    leader long enough to ask for pre-votes, and no term began (PreVote kept it)."""
+    settled = run.marks.get("settled", 0)
+    nodes = [int(x) for x in arg.split(",") if x]
+    events = [e for e in run.world.timeline if e.kind == "role" and e.time_us > settled]
+    tried = {
+        n: sum(1 for e in events if e.node == n and e.role is Role.PRE_CANDIDATE) for n in nodes
+    }
+    problems = [f"vacuous: n{n} never asked for pre-votes" for n in nodes if not tried[n]]
+    terms = {e.term for e in events if e.role is Role.CANDIDATE or e.role is Role.LEADER}
+    if terms:
+        problems.append(f"a new term began after settling: {sorted(terms)}")
+    if not problems:
+        counts = ", ".join(f"n{n} {tried[n]} times" for n in nodes)
+        run.evidence.append(f"prevoted-in-vain: {counts}; no new term")
+    return problems
+
+
 @expectation("final-voters")
 def final_voters(run: ScenarioRun, sc: Scenario, arg: str) -> list[str]:
     """``final-voters:-gone,+6``: the founders, less bound name ``gone``, plus node 6."""

@@ -1,9 +1,11 @@
 """Simulated network between hosts (a host = a node id; clients live on hosts).
 
 Each directed link has its own delay distribution (the common one scaled by a
-factor drawn per link). Each message gets an independent delay from it, so
-messages may overtake each other (reordering) unless ``fifo`` is set, which
-delays a message until after the previous one on the same link (as TCP would).
+factor drawn per link), and a scenario may give one link parameters of its own
+(``overrides``: a slow, lossy WAN path between two sites, say). Each message
+gets an independent delay from it, so messages may overtake each other
+(reordering) unless ``fifo`` is set, which delays a message until after the
+previous one on the same link (as TCP would).
 A message is lost with probability ``loss`` and duplicated with ``dup`` (the
 copy gets its own delay). Blocked links are directed: (a, b) blocked means a's
 messages do not reach b. A message is dropped if its link is blocked when it
@@ -60,6 +62,7 @@ class Network:
         self.blocked: set[tuple[int, int]] = set()
         self._last_arrival: dict[tuple[int, int], int] = {}
         self._link_factor: dict[tuple[int, int], float] = {}
+        self.overrides: dict[tuple[int, int], LinkParams] = {}  # (src, dst) -> its own
         self.sent = 0
         self.dropped = 0
         self.duplicated = 0
@@ -95,24 +98,24 @@ class Network:
         if (src, dst) in self.blocked:
             self.dropped += 1
             return
-        p = self.params
+        p = self.overrides.get((src, dst)) or self.params
         rng = self.rng
         if p.loss and rng.random() < p.loss:
             self.dropped += 1
             return
-        self._schedule(src, dst, payload)
+        self._schedule(src, dst, payload, p)
         if p.dup and rng.random() < p.dup:
             self.duplicated += 1
-            self._schedule(src, dst, payload)
+            self._schedule(src, dst, payload, p)
 
-    def _schedule(self, src: int, dst: int, payload: Any) -> None:
+    def _schedule(self, src: int, dst: int, payload: Any, p: LinkParams) -> None:
         link = (src, dst)
         factor = self._link_factor.get(link)
         if factor is None:
             spread = self.params.link_spread
             factor = self._link_factor[link] = 1.0 + self.rng.uniform(-spread, spread)
-        t = self.loop.now + max(1, self.params.draw_delay(self.rng, factor))
-        if self.params.fifo:
+        t = self.loop.now + max(1, p.draw_delay(self.rng, factor))
+        if p.fifo:
             t = max(t, self._last_arrival.get(link, 0) + 1)
             self._last_arrival[link] = t
         self.loop.at(t, self._arrive, src, dst, payload)

@@ -423,6 +423,8 @@ class Runner:
             case "network":
                 changes = {k: v for k, v in step.items() if k not in ("do", "at", "wait")}
                 w.set_link(**changes)
+            case "link":
+                self._link(step)
             case "mark":
                 run.marks[step["name"]] = w.loop.now
             case "write":
@@ -438,6 +440,25 @@ class Runner:
             case _:
                 if not self.map_steps.do(step):
                     raise ScenarioError(f"unknown step action {what!r}")
+
+    def _link(self, step: dict[str, Any]) -> None:
+        """One path's own parameters: ``from``, ``to`` (nodes), ``both`` (default true),
+        and any network setting (``delay = [lo, hi]``, ``loss``, ``dup``, ``slow_p``...);
+        ``reset = true`` gives it the common parameters back."""
+        a = self.node(step["from"])
+        b = self.node(step["to"], taken={a})
+        changes: dict[str, Any] = {}
+        if not step.get("reset", False):
+            for k, v in step.items():
+                if k in ("do", "at", "wait", "from", "to", "both", "reset"):
+                    continue
+                if k == "delay":
+                    changes["delay_min_us"], changes["delay_max_us"] = map(parse_duration, v)
+                elif k in LinkParams.__dataclass_fields__:
+                    changes[k] = v
+                else:
+                    raise ScenarioError(f"unknown link setting {k!r}")
+        self.w.set_one_link(a, b, changes, bool(step.get("both", True)))
 
     def _storm(self, step: dict[str, Any]) -> None:
         """Crash random nodes and bring them back quickly, again and again, for a while.

@@ -432,6 +432,19 @@ class World:
         self.net.params = replace(self.net.params, **changes)
         self.note("network " + " ".join(f"{k}={v}" for k, v in sorted(changes.items())))
 
+    def set_one_link(self, a: int, b: int, changes: dict[str, Any], both: bool) -> None:
+        """Give the link a->b (and b->a if ``both``) parameters of its own; with no
+        changes, it goes back to the common ones."""
+        for link in [(a, b), (b, a)] if both else [(a, b)]:
+            if changes:
+                base = self.net.overrides.get(link, self.net.params)
+                self.net.overrides[link] = replace(base, **changes)
+            else:
+                self.net.overrides.pop(link, None)
+        arrow = "<->" if both else "->"
+        what = " ".join(f"{k}={v}" for k, v in sorted(changes.items())) or "as the rest"
+        self.note(f"link n{a}{arrow}n{b}: {what}")
+
     def add_node(self, nid: int) -> SimNode:
         """A new, empty machine (it joins once the leader adds it)."""
         node = self._make_node(nid)

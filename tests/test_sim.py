@@ -15,7 +15,7 @@ from coord.raft import Entry, HardState, Index, Term
 from sim.disk import CorruptLog, SimDisk
 from sim.explore import swarm_scenario
 from sim.run import run_scenario
-from sim.scenario import catalogue, load
+from sim.scenario import ScenarioError, catalogue, load
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = [sc.name for sc in catalogue()]
@@ -35,6 +35,7 @@ def test_catalogue_has_the_promised_scenarios() -> None:
         "snapshot-under-faults",
         "duplicate-reorder-retry",
         "figure-8",
+        "wan-link",  # per-link delay and loss
     }
     assert promised <= set(SCENARIOS)
 
@@ -45,6 +46,26 @@ def test_scenario_holds(name: str, seed: int) -> None:
     res = run_scenario(load(name), seed)
     assert res.ok, "\n".join(v.render() for v in res.violations) + f"\nreplay: {res.replay}"
     assert res.linearizable is not False
+
+
+def test_wan_link_needs_prevote() -> None:
+    # The same slow, lossy WAN without PreVote: the far site's elections depose the
+    # leader and terms climb; the scenario's expectations say so.
+    sc = load("wan-link")
+    sc.params = {**sc.params, "raft": {"pre_vote": False}}
+    res = run_scenario(sc, 1)
+    kinds = {v.kind for v in res.violations}
+    assert {"expect:stable-leader", "expect:prevoted-in-vain"} <= kinds
+
+
+def test_link_step_refuses_unknown_settings() -> None:
+    sc = load("wan-link")
+    sc.steps = [
+        {"wait": "leader", "within": "5s"},
+        {"at": "1s", "do": "link", "from": 1, "to": 4, "colour": "red"},
+    ]
+    with pytest.raises(ScenarioError, match="unknown link setting 'colour'"):
+        run_scenario(sc, 1)
 
 
 def test_leader_minority_split_behaves_as_described() -> None:
