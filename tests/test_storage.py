@@ -49,14 +49,19 @@ def test_round_trip_and_overwrite(tmp_path: Path) -> None:
     assert got.hard_state == HardState(Term(2), NodeId(3), Index(2))
 
 
-def test_torn_tail_is_cut_and_reported(tmp_path: Path) -> None:
-    s = Storage(tmp_path)
+def two_synced_entries(path: Path) -> tuple[Path, int]:
+    """A WAL holding entries 1 and 2, synced: its last segment and that segment's size."""
+    s = Storage(path)
     s.open()
     s.wal.append_entries(ents(1, 1, 1))
     s.wal.sync()
     s.close()
-    seg = segments(tmp_path)[-1]
-    good = seg.stat().st_size
+    seg = segments(path)[-1]
+    return seg, seg.stat().st_size
+
+
+def test_torn_tail_is_cut_and_reported(tmp_path: Path) -> None:
+    seg, good = two_synced_entries(tmp_path)
     whole = codec.encode(["E", [[3, 1, 0, b"x" * 100]]])
     with open(seg, "ab") as f:
         f.write(whole[: len(whole) // 2])  # the crash hit mid-write
@@ -74,13 +79,7 @@ def test_torn_tail_is_cut_and_reported(tmp_path: Path) -> None:
 def test_a_torn_record_holding_record_like_bytes_is_still_a_torn_tail(tmp_path: Path) -> None:
     # A client's value may contain what looks like a whole WAL record; the crash cut
     # the record that carries it. That must not read as "intact data after damage".
-    s = Storage(tmp_path)
-    s.open()
-    s.wal.append_entries(ents(1, 1, 1))
-    s.wal.sync()
-    s.close()
-    seg = segments(tmp_path)[-1]
-    good = seg.stat().st_size
+    seg, good = two_synced_entries(tmp_path)
     inner = codec.encode(["E", [[9, 9, 0, b"a record inside a value"]]])
     whole = codec.encode(["E", [[3, 1, 0, b"before" + inner + b"suffix" * 40]]])
     cut = whole.index(inner) + len(inner) + 30  # after the look-alike, before the end
