@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.procutil import Procs, etcd_command
+from bench.procutil import Procs, etcd_command, free_port_block
 
 VALUE = "v" * 256
 CHANNEL_IN_FLIGHT = (512, 2048)
@@ -199,7 +199,8 @@ def measured(procs: Procs, load: Coroutine[Any, Any, Result]) -> Result:
 
 def run(seconds: float = 5.0, max_writes: int = 200_000) -> str:
     """Measure both systems; the Markdown table."""
-    base = 30000 + secrets.randbelow(200) * 100
+    # coord: base+1..3 (peers), base+101..103 (API); etcd: base+201..203, base+301..303
+    base = free_port_block([o + i for o in (0, 100, 200, 300) for i in (1, 2, 3)])
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="coord-bench-") as tmp:
         d = Path(tmp)

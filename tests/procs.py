@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,26 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.procutil import free_port_block
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_base(n: int) -> int:
     """A base port such that base+1..base+n and base+101..base+100+n are all free."""
-    for _ in range(200):
-        base = 20000 + secrets.randbelow(400) * 100
-        ports = [base + i for i in range(1, n + 1)] + [base + 100 + i for i in range(1, n + 1)]
-        if all(_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return free_port_block([*range(1, n + 1), *range(101, 101 + n)], lo=20000, hi=60000)
 
 
 class Cluster:

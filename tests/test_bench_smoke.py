@@ -3,13 +3,13 @@ and produce well-formed results. No timing is asserted: these are not timed test
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from pathlib import Path
 
 import pytest
 
 from bench import api, consensus, failover, scale
+from bench.procutil import free_port_block
 
 
 def test_consensus_coord_and_pysyncobj() -> None:
@@ -56,7 +56,7 @@ def test_scale_tiny() -> None:
 
 
 def test_api_coord_http_and_channel(tmp_path: Path) -> None:
-    procs, url = api.start_coord(tmp_path, 30000 + secrets.randbelow(200) * 100)
+    procs, url = api.start_coord(tmp_path, free_port_block([1, 2, 3, 101, 102, 103]))
     try:
         http = api.measured(procs, api.load_http("coord", url, 4, 1.0, 100))
         chan = api.measured(procs, api.load_channel(url, 64, 1.0, 500))

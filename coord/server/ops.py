@@ -346,33 +346,29 @@ def write_command(cfg: NodeConfig, msg: dict[str, Any]) -> dict[str, Any] | None
     busiest path); every other request takes ``dispatch``.
     """
     op = msg.get("op")
+    if op not in ("put", "delete", "txn") or (op == "delete" and "prefix" in msg):
+        return None
+    sess = session({}, msg.get("client"), msg.get("seq"))
     if op == "put":
-        return put_command(cfg, msg.get("key"), msg, session({}, msg.get("client"), msg.get("seq")))
-    if op == "delete" and "prefix" not in msg:
-        return delete_command(cfg, msg.get("key"), session({}, msg.get("client"), msg.get("seq")))
-    if op == "txn":
-        return txn_command(cfg, msg, session({}, msg.get("client"), msg.get("seq")))
-    return None
+        return put_command(cfg, msg.get("key"), msg, sess)
+    if op == "delete":
+        return delete_command(cfg, msg.get("key"), sess)
+    return txn_command(cfg, msg, sess)
 
 
 async def dispatch(node: Node, msg: dict[str, Any]) -> dict[str, Any]:
-    """One channel request: ``{"op", ...args, "client"?, "seq"?}`` -> its result."""
+    """One channel request that is not a plain write (``write_command`` takes those):
+    ``{"op", ...args, "client"?, "seq"?}`` -> its result."""
     op = msg.get("op")
     sess = session({}, msg.get("client"), msg.get("seq"))
     match op:
-        case "put":
-            return await put(node, msg.get("key"), msg, sess)
         case "get":
             return await get(node, msg.get("key"), msg.get("consistency"))
-        case "delete":
-            if "prefix" in msg:
-                return await delete_prefix(node, msg["prefix"], sess)
-            return await delete(node, msg.get("key"), sess)
+        case "delete":  # of a prefix
+            return await delete_prefix(node, msg["prefix"], sess)
         case "range":
             limit = integer(msg, "limit") or 0
             return await range_(node, msg.get("prefix", ""), limit, msg.get("consistency"))
-        case "txn":
-            return await txn(node, msg, sess)
         case "lease_grant":
             return await lease_grant(node, msg, sess)
         case "lease_keepalive":
