@@ -665,8 +665,7 @@ class Node:
         fut: Waiter = asyncio.get_running_loop().create_future()
         self.batcher.add(cmd, fut)
         self._wake.set()
-        # No timer per request: the ticker sweeps deadlines (see _expire_waits).
-        self._deadlines.append((time.monotonic() + self.cfg.request_timeout_s, fut))
+        self._expire_later(fut)
         return fut
 
     def _propose_batch(self) -> None:
@@ -696,9 +695,12 @@ class Node:
                 fut.set_exception(err)
 
     async def _await_outcome(self, fut: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
+        self._expire_later(fut)
+        return await fut
+
+    def _expire_later(self, fut: asyncio.Future[Any]) -> None:
         # No timer per request: the ticker sweeps deadlines (see _expire_waits).
         self._deadlines.append((time.monotonic() + self.cfg.request_timeout_s, fut))
-        return await fut
 
     async def read_barrier(self) -> None:
         """Wait until a linearizable read may be served here (ReadIndex, batched)."""
@@ -708,7 +710,7 @@ class Node:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._read_waiters.append(fut)
         self._wake.set()
-        self._deadlines.append((time.monotonic() + self.cfg.request_timeout_s, fut))
+        self._expire_later(fut)
         await fut
 
     def _expire_waits(self) -> None:
