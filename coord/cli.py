@@ -247,6 +247,9 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         print(f"stop it with: python -m coord cluster down --dir {d}")
         return 0
     print("Ctrl-C stops the cluster.")
+    # `kill PID` (a service manager, a script) stops it as Ctrl-C does: with everything
+    # it started, not just itself.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while all(_alive(p) for p in pids.values()):
             time.sleep(0.5)
@@ -258,6 +261,10 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     _reap_targets(d)
     (d / "pids.json").unlink(missing_ok=True)
     return return_code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -129,6 +130,29 @@ async def test_command_line_cluster_serves_reads_and_writes(tmp_path: Path) -> N
     time.sleep(0.5)
     for pid in [*pids.values(), *tgtds]:  # nothing left behind: nodes, agents, their tgtds
         assert not _running(pid), (pid, pids, tgtds, down.stderr)
+
+
+def test_cluster_up_in_the_foreground_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    # Not only Ctrl-C: `kill PID` on the README's main command must not orphan its nodes.
+    d = tmp_path / "fg"
+    cmd = [sys.executable, "-m", "coord", "cluster", "up", "--dir", str(d)]
+    cmd += ["--base-port", str(free_base(3)), "--targets", "0"]
+    up = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:  # bounded: the process prints a few lines, then waits
+            if "Ctrl-C stops the cluster" in line:
+                break
+        pids = json.loads((d / "pids.json").read_text())
+        assert len(pids) == 3 and all(_running(p) for p in pids.values())
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(30) == 0
+        time.sleep(0.5)
+        assert not any(_running(p) for p in pids.values())
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)
 
 
 async def test_writes_survive_kill9_of_the_leader_and_of_everyone(
